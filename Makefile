@@ -1,0 +1,47 @@
+# Two commands on a fresh machine:  `make run`  and  `make test`  (see README.md).
+PYTHON ?= python3.11
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# The CPU build of torch is installed first so that nothing pulls a multi-GB CUDA build.
+# Elsewhere than this machine, point pip at the CPU wheels: make install TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX   ?=
+TORCH_ARGS    := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+SAMPLES ?= samples/guide
+HOST    ?= localhost
+PORT    ?= 8501
+
+.PHONY: install run ingest-samples app test test-fast bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install $(TORCH_ARGS) torch==$(TORCH_VERSION)
+	# llama-cpp-python compiles from source the first time (about 11 minutes on 2 cores), then comes from pip's cache.
+	$(BIN)/python -m pip install -e '.[all,dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+ingest-samples: install
+	$(BIN)/rag ingest $(SAMPLES) --quiet
+
+app: install
+	$(BIN)/streamlit run streamlit_app.py --server.address $(HOST) --server.port $(PORT) \
+		--server.headless true --browser.gatherUsageStats false
+
+# The main job on the embedded default: ingest the shipped user guide, then serve the app on localhost.
+run: ingest-samples app
+
+test: install
+	$(BIN)/python -m pytest -q -ra
+
+test-fast: install
+	$(BIN)/python -m pytest -q -ra -m "not e2e"
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

