@@ -195,6 +195,17 @@ def build_chain(
     return chain.with_config(run_name="rag_chain")
 
 
+def build_retriever(settings: Settings, embeddings: Embeddings) -> BaseRetriever:
+    """The retriever for ``settings.knowledge_base`` as configured in ``settings.retrieval``."""
+    from ingest.store import KnowledgeBase, open_client
+    from rag_app.retrieve import KnowledgeBaseRetriever
+
+    kb = KnowledgeBase(open_client(settings.data_dir), settings.knowledge_base, embeddings)
+    return KnowledgeBaseRetriever(
+        knowledge_base=kb, k=settings.retrieval.k, score_threshold=settings.retrieval.score_threshold
+    )
+
+
 def build_rag_chain(
     settings: Settings,
     *,
@@ -206,16 +217,11 @@ def build_rag_chain(
     Pass ``llm`` / ``embeddings`` to reuse models already loaded (the app caches them).
     """
     from ingest.embed import build_embeddings
-    from ingest.store import KnowledgeBase, open_client
     from rag_app.llm import create_llm
-    from rag_app.retrieve import KnowledgeBaseRetriever
 
     embeddings = embeddings or build_embeddings(settings.embedding)
     llm = llm or create_llm(settings.llm)
-    kb = KnowledgeBase(open_client(settings.data_dir), settings.knowledge_base, embeddings)
-    retriever = KnowledgeBaseRetriever(
-        knowledge_base=kb, k=settings.retrieval.k, score_threshold=settings.retrieval.score_threshold
-    )
+    retriever = build_retriever(settings, embeddings)
     fmt = chat_format_for(
         settings.llm.prompt_format, settings.llm.system_prompt, llm, base_model=settings.llm.base_model
     )

@@ -38,11 +38,11 @@ class UnknownBackendError(RagError):
 
 
 class EmptyKnowledgeBaseError(RagError):
-    hint = "add documents first: rag ingest PATH [--kb NAME]"
+    hint = "ingest documents into it first"
 
 
 class KnowledgeBaseNotFoundError(RagError):
-    hint = "list them with: rag kb list"
+    hint = "check the name, or ingest documents to create it"
 
 
 class IngestError(RagError):
@@ -63,7 +63,7 @@ class UnsupportedFileTypeError(DocumentLoadError):
 
 
 class EncryptedDocumentError(DocumentLoadError):
-    hint = "give its password with --password or the ingest.pdf_passwords setting"
+    hint = "give its password (ingest.pdf_passwords setting; --password FILE=PASSWORD in the CLI)"
 
 
 class EmptyDocumentError(DocumentLoadError):

@@ -29,11 +29,11 @@ class KnowledgeBaseRetriever(BaseRetriever):
         kb: KnowledgeBase = self.knowledge_base
         if kb.count() == 0:
             raise EmptyKnowledgeBaseError(f"knowledge base '{kb.name}' is empty")
-        hits = kb.vectorstore.similarity_search_with_relevance_scores(query, k=self.k)
         out = []
-        for doc, score in hits:
-            if score < self.score_threshold:
+        for doc, distance in kb.vectorstore.similarity_search_with_score(query, k=self.k):
+            score = 1.0 - float(distance)  # cosine distance → similarity in [-1, 1]
+            if self.score_threshold > 0 and score < self.score_threshold:
                 continue
-            doc.metadata["score"] = round(float(score), 4)
+            doc.metadata["score"] = round(score, 4)
             out.append(doc)
         return out

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
+from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 
 from rag_app.errors import EmptyKnowledgeBaseError, KnowledgeBaseNotFoundError
@@ -61,6 +62,13 @@ class RagService:
             return self.settings
         return self.settings.model_copy(update={"knowledge_base": knowledge_base})
 
+    @staticmethod
+    def supported_extensions() -> list[str]:
+        """File extensions the loaders read (with the dot), e.g. for an upload widget's filter."""
+        from ingest.loaders import supported_extensions
+
+        return supported_extensions()
+
     def knowledge_bases(self) -> list[KnowledgeBaseInfo]:
         from ingest.store import list_knowledge_bases, open_client
 
@@ -97,6 +105,12 @@ class RagService:
             progress=progress,
             passwords=passwords,
         )
+
+    def retriever(self, knowledge_base: str | None = None) -> BaseRetriever:
+        """Retrieval alone (no LLM): for evaluation, benchmarks and 'search only' views."""
+        from rag_app.chain import build_retriever
+
+        return build_retriever(self._for_kb(knowledge_base), self.embeddings)
 
     def chain(self, knowledge_base: str | None = None) -> Runnable[Any, dict[str, Any]]:
         """The question-answering chain for a knowledge base (see :func:`rag_app.chain.build_rag_chain`)."""
