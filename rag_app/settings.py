@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -39,6 +39,8 @@ PromptFormat = Literal["auto", "llama2-chat", "alpaca", "model", "plain"]
 class EmbeddingSettings(BaseModel):
     """Sentence-transformers model used for both ingestion and queries."""
 
+    model_config = ConfigDict(extra="forbid")
+
     #: ``sentence-transformers`` (a local folder) or ``fake`` (LangChain's deterministic fake: tests, demos).
     backend: Literal["sentence-transformers", "fake"] = "sentence-transformers"
     #: Local sentence-transformers folder. ``None`` = the all-MiniLM-L6-v2 copy shipped in the
@@ -51,6 +53,8 @@ class EmbeddingSettings(BaseModel):
 
 class LLMSettings(BaseModel):
     """Which backend generates answers, from which model file, with which limits."""
+
+    model_config = ConfigDict(extra="forbid")
 
     backend: str = "llamacpp"
     #: GGUF file (llamacpp) or model folder (transformers). ``None`` = the SmolLM2-135M-Instruct GGUF
@@ -85,6 +89,8 @@ class LLMSettings(BaseModel):
 class IngestSettings(BaseModel):
     """How documents are split before embedding."""
 
+    model_config = ConfigDict(extra="forbid")
+
     #: Chunk size and overlap in tokens of the embedding model's tokenizer.
     chunk_size: int = Field(default=200, ge=16)
     chunk_overlap: int = Field(default=30, ge=0)
@@ -95,9 +101,31 @@ class IngestSettings(BaseModel):
 class RetrievalSettings(BaseModel):
     """How many chunks are retrieved for a question."""
 
+    model_config = ConfigDict(extra="forbid")
+
     k: int = Field(default=4, ge=1)
-    #: Chunks whose cosine relevance (0..1) is below this are dropped. 0 keeps everything.
+    #: Chunks whose cosine similarity (-1..1) is below this are dropped. 0 or less keeps everything.
     score_threshold: float = Field(default=0.0, ge=0.0, le=1.0)
+    #: ``hybrid``: vector search and BM25 fused; ``vector`` or ``bm25`` alone.
+    mode: Literal["hybrid", "vector", "bm25"] = "hybrid"
+    #: Weight of vector search relative to BM25 (1.0) in the fusion. ``auto``: measured per knowledge base
+    #: and language by probing the embedder (see rag_app/calibrate.py).
+    vector_weight: float | Literal["auto"] = "auto"
+    #: Candidates taken from each side before fusion, MMR and reranking.
+    fetch_k: int = Field(default=30, ge=1)
+    #: When no chunk is relevant, answer "the documents do not contain the answer" without asking the model.
+    relevance_threshold: bool = True
+    #: Share of the question's IDF-weighted terms one chunk must contain to count as relevant by keywords.
+    min_keyword_coverage: float = Field(default=0.34, ge=0.0, le=1.0)
+    #: Maximal marginal relevance: prefer chunks that are relevant but not repetitive.
+    mmr: bool = False
+    mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: Folder of a local sentence-transformers CrossEncoder that reorders the candidates (off when unset).
+    reranker_path: Path | None = None
+    #: How the retrieved chunks reach the model: all in one prompt (``stuff``), one group after another
+    #: (``refine``), each group answered then combined (``map_reduce``), or ``auto``: ``stuff`` when everything
+    #: fits the context window, else ``refine``.
+    chain_type: Literal["stuff", "refine", "map_reduce", "auto"] = "auto"
 
 
 class Settings(BaseSettings):

@@ -377,5 +377,7 @@ def test_collection_name_cannot_collide_with_a_hashed_name() -> None:
 
 @pytest.mark.parametrize("name", ["", "   "])
 def test_empty_knowledge_base_name(name: str) -> None:
-    with pytest.raises(ValueError):
+    from rag_app.errors import SettingsError
+
+    with pytest.raises(SettingsError):
         collection_name(name)
