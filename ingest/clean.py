@@ -54,21 +54,23 @@ def cjk_ratio(text: str) -> float:
 def garbage_ratio(text: str) -> float:
     """Share of characters that do not belong in readable text.
 
-    Counts the replacement character, private-use code points, unassigned code points and runs of
-    Latin-1 accented letters with no ASCII word around them — what a PDF font without a Unicode map
-    (e.g. GBK CID fonts) extracts to.
+    Counts the replacement character, private-use, unassigned and surrogate code points, and every
+    character of a "word" made mostly of U+0080–U+00FF characters — what a PDF font without a Unicode map
+    (e.g. GBK CID fonts) extracts to: "¹Ø ÓÚ ºì ¾ü". Real Latin-1 words ("Café", "naïve", "façade") are
+    mostly ASCII letters and do not count. Judge the text before NFKC, which turns "¼" into "1⁄4".
     """
-    chars = [ch for ch in text if not ch.isspace()]
-    if not chars:
-        return 0.0
+    total = 0
     bad = 0
-    for ch in chars:
-        cat = unicodedata.category(ch)
-        if ch == "\ufffd" or cat in ("Co", "Cn", "Cs"):
-            bad += 1
-        elif "\u0080" <= ch <= "\u00ff" and cat.startswith("L"):
-            bad += 1
-    return bad / len(chars)
+    for word in text.split():
+        total += len(word)
+        latin1 = sum(1 for ch in word if "\u0080" <= ch <= "\u00ff")
+        if latin1 * 2 > len(word):
+            bad += len(word)
+            continue
+        for ch in word:
+            if ch == "\ufffd" or unicodedata.category(ch) in ("Co", "Cn", "Cs"):
+                bad += 1
+    return bad / total if total else 0.0
 
 
 def looks_unreadable(text: str, threshold: float = 0.3) -> bool:

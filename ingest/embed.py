@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -49,7 +51,13 @@ class SentenceTransformerEmbeddings(Embeddings):
         return int(self.model.max_seq_length)
 
     def count_tokens(self, text: str) -> int:
-        return len(self.model.tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        return len(self._counting_tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+
+    @functools.cached_property
+    def _counting_tokenizer(self) -> Any:
+        """A copy of the model's tokenizer: ingestion counts tokens in a thread while the model encodes,
+        and a Rust tokenizer whose truncation settings another thread is changing raises 'Already borrowed'."""
+        return copy.deepcopy(self.model.tokenizer)
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         if not texts:

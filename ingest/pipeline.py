@@ -1,8 +1,18 @@
 """The ingestion pipeline: files → sections → clean text → token-sized chunks → embeddings → Chroma.
 
-Guarantees: a bad file is reported (name and reason) and the batch goes on; an unchanged file is not
-embedded again; a changed file replaces its old chunks; chunk IDs are stable (content hash + index);
-only one ingestion writes to a data directory at a time (inter-process lock).
+Guarantees:
+
+- a bad file is reported (name and reason) and the batch goes on;
+- an unchanged file is not embedded again; a changed file replaces its old chunks, none stale survives;
+- chunk IDs are stable (content hash + index); the same bytes under two names are stored once
+  (see :mod:`ingest.documents` for the rule);
+- readers see a document's chunks all or nothing, and a crash (``kill -9``) leaves nothing that the next
+  ingestion does not clean up: the manifest (:mod:`ingest.manifest`) is the completion record;
+- only one writer per data directory at a time (inter-process lock, with a "busy, waiting" message).
+
+Throughput: a background thread reads, cleans and splits the next files while the main thread embeds;
+small documents are embedded together in batches of ``ingest.embed_batch`` chunks (no per-file batches of
+two chunks); batches never exceed what Chroma accepts.
 """
 
 from __future__ import annotations
@@ -10,7 +20,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,16 +32,29 @@ from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
 from ingest.clean import clean_text, looks_unreadable
+from ingest.documents import delete_superseded, prune_missing, recover, source_root_name
 from ingest.embed import token_counter
 from ingest.loaders import LoadOptions, is_supported, load_document
+from ingest.manifest import DocumentRecord, write_lock
 from ingest.split import split_documents
-from ingest.store import KnowledgeBase, open_client
+from ingest.store import KnowledgeBase, chunk_id, open_client
 from rag_app.errors import DocumentLoadError, UnreadableTextError
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+__all__ = [
+    "FileResult",
+    "IngestReport",
+    "ProgressCallback",
+    "ProgressEvent",
+    "chunk_id",
+    "collect_files",
+    "file_sha256",
+    "ingest_paths",
+]
 
 Status = Literal["added", "replaced", "unchanged", "duplicate", "skipped", "failed"]
 
@@ -53,6 +78,10 @@ class IngestReport:
     chunks_added: int = 0
     chunks_removed: int = 0
     seconds: float = 0.0
+    #: Documents removed because their files are gone (``--prune``).
+    pruned: list[str] = field(default_factory=list)
+    #: Documents an interrupted ingestion had left half written or half deleted, cleaned up first.
+    recovered: list[str] = field(default_factory=list)
 
     def by_status(self, *statuses: Status) -> list[FileResult]:
         return [f for f in self.files if f.status in statuses]
@@ -74,16 +103,23 @@ class IngestReport:
         return sum(f.chunks for f in self.by_status("unchanged", "duplicate"))
 
     def summary(self) -> str:
+        extra = f"; {len(self.pruned)} document(s) pruned" if self.pruned else ""
+        if self.recovered:
+            extra += f"; {len(self.recovered)} interrupted document(s) cleaned up"
         return (
             f"{len(self.ok)} file(s) ok, {len(self.skipped)} skipped, {len(self.failed)} failed; "
             f"chunks: {self.chunks_added} added, {self.chunks_unchanged} unchanged, "
-            f"{self.chunks_removed} removed; {self.seconds:.1f} s"
+            f"{self.chunks_removed} removed{extra}; {self.seconds:.1f} s"
         )
 
 
 @dataclass(frozen=True)
 class ProgressEvent:
-    """Sent to the progress callback after each file and each embedded batch."""
+    """Sent to the progress callback: start, after each file, after each embedded batch, done.
+
+    ``waiting`` comes before ``start`` when another process holds the data directory (``message`` says
+    which). ``eta_seconds`` is an estimate from the bytes processed so far (``None`` until there is one).
+    """
 
     stage: Literal["start", "file", "chunks", "done", "waiting"]
     files_done: int
@@ -91,6 +127,9 @@ class ProgressEvent:
     chunks_done: int = 0
     current: str = ""
     message: str = ""
+    bytes_done: int = 0
+    bytes_total: int = 0
+    eta_seconds: float | None = None
 
 
 ProgressCallback = Callable[[ProgressEvent], None]
@@ -100,26 +139,38 @@ ProgressCallback = Callable[[ProgressEvent], None]
 class _Input:
     path: Path
     source: str  # path relative to the root it was found under
+    size: int = 0
 
 
 def collect_files(paths: Iterable[str | Path]) -> list[_Input]:
-    """Expand files and folders (recursively, hidden entries skipped), keeping a source path per file."""
+    """Expand files and folders (recursively, hidden entries skipped), keeping a source path per file.
+
+    A folder's files get sources ``<folder name>/<path inside it>``, a single file its name; '.' and '..'
+    are resolved first, so no source starts with '..'.
+    """
     out: list[_Input] = []
     seen: set[Path] = set()
     for raw in paths:
         path = Path(raw).expanduser()
+        root = source_root_name(path)
         if path.is_dir():
             for child in sorted(path.rglob("*")):
                 rel = child.relative_to(path)
                 if child.is_file() and not any(part.startswith(".") for part in rel.parts):
                     if child.resolve() not in seen:
                         seen.add(child.resolve())
-                        out.append(_Input(child, (Path(path.name) / rel).as_posix()))
-        else:
-            if path.resolve() not in seen:
-                seen.add(path.resolve())
-                out.append(_Input(path, path.name))
+                        out.append(_Input(child, (Path(root) / rel).as_posix(), _size(child)))
+        elif path.resolve() not in seen:
+            seen.add(path.resolve())
+            out.append(_Input(path, root, _size(path)))
     return out
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def file_sha256(path: Path) -> str:
@@ -130,108 +181,52 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def chunk_id(sha256: str, index: int) -> str:
-    return f"{sha256[:32]}-{index:05d}"
+# --- preparing a file (background thread: reads only) ----------------------------------------------------
 
 
-def ingest_paths(
-    settings: Settings,
-    paths: Sequence[str | Path],
-    *,
-    embeddings: Embeddings,
-    knowledge_base: str | None = None,
-    progress: ProgressCallback | None = None,
-    passwords: dict[str, str] | None = None,
-) -> IngestReport:
-    """Ingest files and folders into a knowledge base and report what happened to each file."""
-    from filelock import FileLock, Timeout
-
-    started = time.perf_counter()
-    kb_name = knowledge_base or settings.knowledge_base
-    report = IngestReport(knowledge_base=kb_name)
-    inputs = collect_files(paths)
-    notify = progress or (lambda event: None)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(settings.data_dir / ".ingest.lock"))
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        notify(ProgressEvent("waiting", 0, len(inputs), message="another ingestion is running; waiting"))
-        logger.warning("data directory %s is busy (another ingestion); waiting", settings.data_dir)
-        lock.acquire()
-    try:
-        kb = KnowledgeBase(open_client(settings.data_dir), kb_name, embeddings)
-        count_tokens = token_counter(embeddings)
-        chunk_size = settings.ingest.chunk_size
-        limit = getattr(embeddings, "max_tokens", None)
-        if limit and chunk_size > limit - 2:
-            logger.warning("chunk_size %d exceeds the embedder's %d tokens; using %d", chunk_size, limit, limit - 2)
-            chunk_size = limit - 2
-        all_passwords = {**settings.ingest.pdf_passwords, **(passwords or {})}
-        notify(ProgressEvent("start", 0, len(inputs)))
-        chunks_done = 0
-        for number, item in enumerate(inputs, start=1):
-
-            def on_batch(n: int, _item: _Input = item, _number: int = number) -> None:
-                nonlocal chunks_done
-                chunks_done += n
-                notify(ProgressEvent("chunks", _number - 1, len(inputs), chunks_done, _item.source))
-
-            result = _ingest_one(
-                kb, item, settings, count_tokens, chunk_size, all_passwords, on_batch, report
-            )
-            report.files.append(result)
-            if result.status == "failed":
-                logger.warning("failed: %s", result.reason)
-            notify(ProgressEvent("file", number, len(inputs), chunks_done, item.source, result.status))
-    finally:
-        lock.release()
-    report.seconds = time.perf_counter() - started
-    notify(ProgressEvent("done", len(inputs), len(inputs), report.chunks_added, message=report.summary()))
-    return report
+@dataclass
+class _Prepared:
+    item: _Input
+    sha: str = ""
+    #: Final when nothing needs writing (skipped, failed, unchanged, still a duplicate).
+    result: FileResult | None = None
+    chunks: list[Document] | None = None
+    pages: int = 0
+    warnings: list[str] = field(default_factory=list)
 
 
-def _ingest_one(
-    kb: KnowledgeBase,
-    item: _Input,
-    settings: Settings,
-    count_tokens: Callable[[str], int],
-    chunk_size: int,
-    passwords: dict[str, str],
-    on_batch: Callable[[int], None],
-    report: IngestReport,
-) -> FileResult:
+@dataclass(frozen=True)
+class _Splitting:
+    kb_name: str
+    count_tokens: Callable[[str], int]
+    chunk_size: int
+    chunk_overlap: int
+    passwords: dict[str, str]
+
+
+def _prepare(item: _Input, kb: KnowledgeBase, how: _Splitting, *, load: bool = True) -> _Prepared:
+    """Hash a file, decide whether it needs (re)indexing, and if so load, clean and split it."""
+    assert kb.manifest is not None
     source = item.source
     if not is_supported(item.path):
         suffix = item.path.suffix or "(none)"
-        return FileResult(source, "skipped", reason=f"{source}: unsupported file type '{suffix}'")
+        return _Prepared(item, result=FileResult(source, "skipped", reason=f"{source}: unsupported file type '{suffix}'"))
     try:
         sha = file_sha256(item.path)
     except OSError as exc:
-        return FileResult(source, "failed", reason=f"{source}: cannot read ({exc.strerror or exc})")
-    stored_sources = kb.find_sources(sha)
-    if source in stored_sources:
-        return FileResult(source, "unchanged", chunks=len(kb.chunk_ids_where({"sha256": sha})))
-    if stored_sources:
-        # Same bytes under another name: stored once, the first name wins.
-        return FileResult(
-            source, "duplicate", reason=f"same content as {sorted(stored_sources)[0]}; stored once"
-        )
+        return _Prepared(item, result=FileResult(source, "failed", reason=f"{source}: cannot read ({exc.strerror or exc})"))
+    stored = kb.manifest.record(kb.collection_name, source)
+    if stored is not None and stored.sha256 == sha:
+        if stored.is_alias:
+            return _Prepared(item, sha, FileResult(source, "duplicate", reason=f"same content as {stored.alias_of}; stored once"))
+        return _Prepared(item, sha, FileResult(source, "unchanged", chunks=stored.chunks, pages=stored.pages))
+    if not load or kb.manifest.owner_of(kb.collection_name, sha) is not None:
+        return _Prepared(item, sha)  # the writer decides: probably a duplicate
     try:
-        chunks, pages, warnings = _load_and_split(
-            item, sha, kb.name, settings, count_tokens, chunk_size, passwords
-        )
+        chunks, pages, warnings = _load_and_split(item, sha, how)
     except DocumentLoadError as exc:
-        return FileResult(source, "failed", reason=_reason(exc, source))
-    old_ids = kb.chunk_ids_where({"source": source})
-    ids = [chunk_id(sha, i) for i in range(len(chunks))]
-    # New chunks first, old ones after: a reader sees the old or the new version, never nothing.
-    kb.add_chunks(chunks, ids, batch_size=settings.embedding.batch_size * 4, on_batch=on_batch)
-    removed = kb.delete_ids(i for i in old_ids if i not in set(ids))
-    report.chunks_added += len(chunks)
-    report.chunks_removed += removed
-    status: Status = "replaced" if old_ids else "added"
-    return FileResult(source, status, chunks=len(chunks), pages=pages, warnings=warnings)
+        return _Prepared(item, sha, FileResult(source, "failed", reason=_reason(exc, source)))
+    return _Prepared(item, sha, chunks=chunks, pages=pages, warnings=warnings)
 
 
 def _reason(exc: DocumentLoadError, source: str) -> str:
@@ -239,34 +234,27 @@ def _reason(exc: DocumentLoadError, source: str) -> str:
     return f"{reason} — {exc.hint}" if exc.hint else reason
 
 
-def _load_and_split(
-    item: _Input,
-    sha: str,
-    kb_name: str,
-    settings: Settings,
-    count_tokens: Callable[[str], int],
-    chunk_size: int,
-    passwords: dict[str, str],
-) -> tuple[list[Document], int, list[str]]:
-    password = passwords.get(item.path.name) or passwords.get(item.source)
+def _load_and_split(item: _Input, sha: str, how: _Splitting) -> tuple[list[Document], int, list[str]]:
+    password = how.passwords.get(item.path.name) or how.passwords.get(item.source)
     loaded = load_document(item.path, LoadOptions(password=password))
     warnings = list(loaded.warnings)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     docs: list[Document] = []
     unreadable: list[str] = []
     for section in loaded.sections:
+        # Judge readability on the raw extraction: NFKC would turn mojibake such as "¼" into "1⁄4".
+        if looks_unreadable(section.text):
+            unreadable.append(f"page {section.page}" if section.page else "text")
+            continue
         text = clean_text(section.text, rejoin_lines=section.layout_breaks)
         if not text:
-            continue
-        if looks_unreadable(text):
-            unreadable.append(f"page {section.page}" if section.page else "text")
             continue
         meta = {
             "source": item.source,
             "file_name": item.path.name,
             "sha256": sha,
             "page": section.page,
-            "knowledge_base": kb_name,
+            "knowledge_base": how.kb_name,
             "ingested_at": now,
             **section.metadata,
         }
@@ -281,8 +269,236 @@ def _load_and_split(
         warnings.append(f"unreadable text skipped: {', '.join(unreadable)}")
     if not docs:
         raise DocumentLoadError(str(item.source), "no text left after cleaning")
-    chunks = split_documents(docs, count_tokens, chunk_size, settings.ingest.chunk_overlap)
+    chunks = split_documents(docs, how.count_tokens, how.chunk_size, how.chunk_overlap)
     for index, chunk in enumerate(chunks):
         chunk.metadata["chunk_index"] = index
     pages = len({d.metadata["page"] for d in docs if d.metadata.get("page")})
     return chunks, pages, warnings
+
+
+def _prefetched(
+    inputs: Sequence[_Input], prepare: Callable[[_Input], _Prepared], lookahead: int
+) -> Iterator[_Prepared]:
+    """Prepare files in a background thread, ``lookahead`` files ahead of the consumer, in input order.
+
+    Parsing and splitting (Python, tokenizers) overlap with embedding (torch, which releases the GIL).
+    """
+    if lookahead <= 0:
+        yield from (prepare(item) for item in inputs)
+        return
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ingest-prepare") as pool:
+        window: deque[Future[_Prepared]] = deque()
+        pending = iter(inputs)
+        try:
+            for item in pending:
+                window.append(pool.submit(prepare, item))
+                if len(window) > lookahead:
+                    yield window.popleft().result()
+            while window:
+                yield window.popleft().result()
+        finally:
+            for future in window:
+                future.cancel()
+
+
+# --- writing (main thread, under the write lock) ----------------------------------------------------------
+
+
+class _Writer:
+    """Commits prepared files: documents are grouped so the embedder gets full batches."""
+
+    def __init__(self, kb: KnowledgeBase, how: _Splitting, settings: Settings, report: IngestReport,
+                 progress: _Progress) -> None:
+        assert kb.manifest is not None
+        self.kb = kb
+        self.manifest = kb.manifest
+        self.how = how
+        self.report = report
+        self.progress = progress
+        self.embed_batch = max(1, settings.ingest.embed_batch)
+        self.results: dict[str, FileResult] = {}
+        self.group: list[_Prepared] = []
+        self.group_aliases: list[tuple[_Prepared, DocumentRecord]] = []
+        self.group_shas: dict[str, str] = {}
+        self.group_chunks = 0
+        self.requeue: list[str] = []
+
+    def handle(self, p: _Prepared) -> None:
+        source = p.item.source
+        if p.result is not None:
+            self._finish(p, p.result)
+            return
+        owner_source = self.group_shas.get(p.sha)
+        if owner_source is None:
+            owner = self.manifest.owner_of(self.kb.collection_name, p.sha)
+            owner_source = owner.source if owner and owner.source != source else None
+        if owner_source is not None:
+            alias = DocumentRecord(source, p.sha, "complete", 0, 0, p.item.path.name, _now(), alias_of=owner_source)
+            self.group_aliases.append((p, alias))
+            if not self.group:
+                self.flush()
+            return
+        if p.chunks is None:  # prepared as a probable duplicate, but the owner has gone since
+            p = _prepare(p.item, self.kb, self.how)
+            if p.result is not None:
+                self._finish(p, p.result)
+                return
+        assert p.chunks is not None
+        self.group.append(p)
+        self.group_shas[p.sha] = source
+        self.group_chunks += len(p.chunks)
+        if self.group_chunks >= self.embed_batch:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the group: pending records, chunks, one commit, then delete what it replaced."""
+        group, aliases = self.group, self.group_aliases
+        self.group, self.group_aliases, self.group_shas, self.group_chunks = [], [], {}, 0
+        if not group and not aliases:
+            return
+        coll = self.kb.collection_name
+        records = [
+            DocumentRecord(p.item.source, p.sha, "pending", len(p.chunks or []), p.pages, p.item.path.name,
+                           _now(), warnings=p.warnings)
+            for p in group
+        ]
+        replacing = {r.source for r in records if self.manifest.record(coll, r.source) is not None}
+        if records:
+            self.manifest.begin(coll, records)
+            chunks = [c for p in group for c in (p.chunks or [])]
+            ids = [chunk_id(p.sha, i) for p in group for i in range(len(p.chunks or []))]
+            self.kb.add_chunks(chunks, ids, batch_size=self.embed_batch, on_batch=self.progress.chunks_written)
+        superseded, refused = self.manifest.commit(coll, [*records, *(a for _, a in aliases)])
+        removed, dropped = delete_superseded(self.kb, superseded)
+        self.report.chunks_removed += removed
+        for p, rec in zip(group, records, strict=True):
+            self.report.chunks_added += rec.chunks
+            status: Status = "replaced" if rec.source in replacing else "added"
+            self._finish(p, FileResult(rec.source, status, rec.chunks, rec.pages, warnings=p.warnings))
+        refused_sources = {a.source for a in refused}
+        for p, alias in aliases:
+            if alias.source not in refused_sources:
+                reason = f"same content as {alias.alias_of}; stored once"
+                self._finish(p, FileResult(alias.source, "duplicate", reason=reason))
+        # Copies whose content just went away are indexed again under their own name (see ingest.documents).
+        self.requeue += [s for s in [*refused_sources, *dropped] if s not in self.requeue]
+
+    def _finish(self, p: _Prepared, result: FileResult) -> None:
+        if result.status == "failed":
+            logger.info("failed: %s", result.reason)
+        first = result.path not in self.results
+        self.results[result.path] = result
+        if first:
+            self.progress.file_done(p.item, result)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class _Progress:
+    """Turns pipeline steps into :class:`ProgressEvent` s with an ETA from the bytes done so far."""
+
+    def __init__(self, notify: ProgressCallback, inputs: Sequence[_Input]) -> None:
+        self.notify = notify
+        self.files_total = len(inputs)
+        self.bytes_total = sum(i.size for i in inputs)
+        self.files_done = 0
+        self.bytes_done = 0
+        self.chunks_done = 0
+        self.started = time.perf_counter()
+
+    def _eta(self) -> float | None:
+        if not self.bytes_done or not self.bytes_total:
+            return None
+        elapsed = time.perf_counter() - self.started
+        return max(0.0, elapsed * (self.bytes_total - self.bytes_done) / self.bytes_done)
+
+    def _event(self, stage: Literal["start", "file", "chunks", "done", "waiting"], current: str = "",
+               message: str = "") -> ProgressEvent:
+        return ProgressEvent(stage, self.files_done, self.files_total, self.chunks_done, current, message,
+                             self.bytes_done, self.bytes_total, self._eta())
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+        self.notify(self._event("start"))
+
+    def waiting(self, message: str) -> None:
+        self.notify(self._event("waiting", message=message))
+
+    def chunks_written(self, n: int) -> None:
+        self.chunks_done += n
+        self.notify(self._event("chunks"))
+
+    def file_done(self, item: _Input, result: FileResult) -> None:
+        self.files_done += 1
+        self.bytes_done += item.size
+        self.notify(self._event("file", item.source, result.status))
+
+    def done(self, report: IngestReport) -> None:
+        self.notify(self._event("done", message=report.summary()))
+
+
+def ingest_paths(
+    settings: Settings,
+    paths: Sequence[str | Path],
+    *,
+    embeddings: Embeddings,
+    knowledge_base: str | None = None,
+    progress: ProgressCallback | None = None,
+    passwords: dict[str, str] | None = None,
+    prune: bool = False,
+) -> IngestReport:
+    """Ingest files and folders into a knowledge base and report what happened to each file.
+
+    ``prune``: also remove the documents that were ingested from under ``paths`` and whose files are gone.
+    """
+    started = time.perf_counter()
+    kb_name = knowledge_base or settings.knowledge_base
+    report = IngestReport(knowledge_base=kb_name)
+    inputs = collect_files(paths)
+    tracker = _Progress(progress or (lambda event: None), inputs)
+    with write_lock(settings.data_dir, on_wait=tracker.waiting):
+        kb = KnowledgeBase(open_client(settings.data_dir), kb_name, embeddings)
+        report.recovered = recover(kb)
+        if prune:
+            removal = prune_missing(kb, paths, {i.source for i in inputs})
+            report.pruned = removal.sources
+            report.chunks_removed += removal.chunks_removed
+        how = _splitting(settings, embeddings, kb_name, passwords)
+        writer = _Writer(kb, how, settings, report, tracker)
+        tracker.start()
+        for prepared in _prefetched(inputs, lambda item: _prepare(item, kb, how), settings.ingest.prefetch_files):
+            writer.handle(prepared)
+        writer.flush()
+        by_source = {i.source: i for i in inputs}
+        for _round in range(3):  # copies whose original went away in this run: index them now
+            again = [by_source[s] for s in writer.requeue if s in by_source]
+            writer.requeue = []
+            if not again:
+                break
+            for item in again:
+                writer.handle(_prepare(item, kb, how))
+            writer.flush()
+    order = {i.source: n for n, i in enumerate(inputs)}
+    report.files = sorted(writer.results.values(), key=lambda r: order.get(r.path, len(order)))
+    report.seconds = time.perf_counter() - started
+    tracker.done(report)
+    return report
+
+
+def _splitting(settings: Settings, embeddings: Embeddings, kb_name: str, passwords: dict[str, str] | None) -> _Splitting:
+    """Chunk sizes in the embedder's tokens, never above what it reads (it would cut the rest silently)."""
+    chunk_size = settings.ingest.chunk_size
+    limit = getattr(embeddings, "max_tokens", None)
+    if limit and chunk_size > limit - 2:
+        logger.warning("chunk_size %d exceeds the embedder's %d tokens; using %d", chunk_size, limit, limit - 2)
+        chunk_size = limit - 2
+    return _Splitting(
+        kb_name,
+        token_counter(embeddings),
+        chunk_size,
+        settings.ingest.chunk_overlap,
+        {**settings.ingest.pdf_passwords, **(passwords or {})},
+    )
+

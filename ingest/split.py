@@ -44,5 +44,34 @@ def make_splitter(
 def split_documents(
     docs: list[Document], count_tokens: Callable[[str], int], chunk_size: int, chunk_overlap: int
 ) -> list[Document]:
-    """Split each document; chunk metadata keeps the document's metadata plus ``start_index``."""
-    return make_splitter(count_tokens, chunk_size, chunk_overlap).split_documents(docs)
+    """Split each document; chunk metadata keeps the document's metadata plus ``start_index``.
+
+    No chunk exceeds ``chunk_size`` tokens as the tokenizer counts the *whole* chunk: the splitter adds up
+    the token counts of the pieces it merges, and a sub-word tokenizer can count more for the joined text
+    (pieces glued without a space form other word pieces), so oversized chunks are split again.
+    """
+    chunks = make_splitter(count_tokens, chunk_size, chunk_overlap).split_documents(docs)
+    out: list[Document] = []
+    for chunk in chunks:
+        out.extend(_fit(chunk, count_tokens, chunk_size))
+    return out
+
+
+def _fit(chunk: Document, count_tokens: Callable[[str], int], limit: int) -> list[Document]:
+    text = chunk.page_content
+    if count_tokens(text) <= limit:
+        return [chunk]
+    size = limit
+    parts = [text]
+    while size > 4 and any(count_tokens(p) > limit for p in parts):
+        size = max(4, size * 3 // 4)
+        parts = make_splitter(count_tokens, size, 0).split_text(text)
+    out: list[Document] = []
+    pos = 0
+    base = int(chunk.metadata.get("start_index", 0))
+    for part in parts:
+        found = text.find(part, pos)
+        offset = found if found >= 0 else pos
+        pos = offset + len(part)
+        out.append(Document(page_content=part, metadata={**chunk.metadata, "start_index": base + offset}))
+    return out

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from rag_app.errors import KnowledgeBaseNotFoundError
+from ingest.keyword_index import KeywordIndex, index_path
+from ingest.manifest import Manifest
+from rag_app.errors import KnowledgeBaseNotFoundError, SettingsError
 
 if TYPE_CHECKING:
     import chromadb
@@ -28,18 +30,20 @@ logger = logging.getLogger(__name__)
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}[A-Za-z0-9]|[A-Za-z0-9]")
 COLLECTION_PREFIX = "kb-"
+HASHED_PREFIX = "kbh-"
 
 
 def collection_name(display_name: str) -> str:
     """Map any knowledge-base name to a valid, stable Chroma collection name."""
     name = display_name.strip()
     if not name:
-        raise ValueError("knowledge base name is empty")
-    if _SAFE_NAME.fullmatch(name):
+        raise SettingsError("the knowledge base name is empty")
+    if _SAFE_NAME.fullmatch(name) and ".." not in name:
         return COLLECTION_PREFIX + name
+    # Hashed names get their own prefix, which no plain name can produce: two names never collide.
     slug = re.sub(r"[^A-Za-z0-9]+", "-", name).strip("-")[:24]
     digest = hashlib.sha1(name.encode("utf-8")).hexdigest()[:12]
-    return f"{COLLECTION_PREFIX}{slug + '-' if slug else ''}{digest}"
+    return f"{HASHED_PREFIX}{slug + '-' if slug else ''}{digest}"
 
 
 def open_client(data_dir: Path) -> chromadb.ClientAPI:
@@ -64,7 +68,7 @@ class KnowledgeBaseInfo:
 def list_knowledge_bases(client: chromadb.ClientAPI) -> list[KnowledgeBaseInfo]:
     out = []
     for col in client.list_collections():
-        if not col.name.startswith(COLLECTION_PREFIX):
+        if not col.name.startswith((COLLECTION_PREFIX, HASHED_PREFIX)):
             continue
         meta = col.metadata or {}
         out.append(KnowledgeBaseInfo(str(meta.get("display_name", col.name)), col.name, col.count()))
@@ -75,20 +79,75 @@ class KnowledgeBase:
     """One knowledge base: a LangChain ``Chroma`` vector store plus document bookkeeping."""
 
     def __init__(self, client: chromadb.ClientAPI, name: str, embeddings: Embeddings, *, create: bool = True):
-        from langchain_chroma import Chroma
-
         self.name = name
         self.collection_name = collection_name(name)
         if not create and self.collection_name not in {c.name for c in client.list_collections()}:
             raise KnowledgeBaseNotFoundError(f"knowledge base '{name}' does not exist")
         self.client = client
         self.embeddings = embeddings
-        self.vectorstore: Chroma = Chroma(
+        self.vectorstore: Chroma = self._open_vectorstore(client)
+        # The BM25 keyword index follows every add and delete below (issue 4: hybrid retrieval).
+        settings = client.get_settings()
+        self.keywords = KeywordIndex(
+            index_path(settings.persist_directory, self.collection_name) if settings.is_persistent else None
+        )
+        # The manifest (completion record, generation marker) lives in the data directory, beside chroma/.
+        self.data_dir: Path | None = Path(settings.persist_directory).parent if settings.is_persistent else None
+        self.manifest: Manifest | None = Manifest(self.data_dir) if self.data_dir else None
+        self._generation = self.manifest.generation() if self.manifest else "0"
+
+    def _open_vectorstore(self, client: chromadb.ClientAPI) -> Chroma:
+        from langchain_chroma import Chroma
+
+        return Chroma(
             client=client,
             collection_name=self.collection_name,
-            embedding_function=embeddings,
-            collection_metadata={"hnsw:space": "cosine", "display_name": name},
+            embedding_function=self.embeddings,
+            collection_metadata={"hnsw:space": "cosine", "display_name": self.name},
         )
+
+    def refresh(self) -> list[str]:
+        """Re-open Chroma if another process wrote since; return the content hashes readers must hide.
+
+        Chroma's client keeps each collection's vector index in memory and a running process does not see
+        vectors another process added (its metadata it does). Ingestion bumps the manifest's generation
+        on every commit; on a change this evicts the data directory's cached Chroma system and opens a
+        fresh client. The old one is not stopped: other objects in this process may still hold it.
+        """
+        if self.manifest is None:
+            return []
+        generation, hidden = self.manifest.reader_view(self.collection_name)
+        if generation != self._generation:
+            from chromadb.api.shared_system_client import SharedSystemClient
+
+            identifier = self.client._identifier  # type: ignore[attr-defined]
+            with SharedSystemClient._refcount_lock:
+                SharedSystemClient._identifier_to_system.pop(identifier, None)
+                SharedSystemClient._identifier_to_refcount.pop(identifier, None)
+            assert self.data_dir is not None
+            self.client = open_client(self.data_dir)
+            self.vectorstore = self._open_vectorstore(self.client)
+            self._generation = generation
+            logger.debug("re-opened Chroma for %s: the data directory changed", self.name)
+        return hidden
+
+    def reader_filter(self) -> dict[str, Any] | None:
+        """The Chroma ``where`` filter a reader must apply: documents being written or deleted stay hidden.
+
+        Also refreshes a stale client (see :meth:`refresh`). ``None`` when nothing is hidden.
+        """
+        hidden = self.refresh()
+        if not hidden:
+            return None
+        if len(hidden) == 1:
+            return {"sha256": {"$ne": hidden[0]}}
+        return {"sha256": {"$nin": hidden}}
+
+    def visible_ids(self, ids: Iterable[str]) -> list[str]:
+        """Keep the chunk IDs of complete documents (for indexes beside Chroma, e.g. the keyword index)."""
+        hidden_shas = self.manifest.hidden_sha256s(self.collection_name) if self.manifest else []
+        hidden = {chunk_id_prefix(sha) for sha in hidden_shas}
+        return [i for i in ids if i.rsplit("-", 1)[0] not in hidden]
 
     @property
     def _collection(self) -> Any:
@@ -122,14 +181,40 @@ class KnowledgeBase:
                 metadatas=[_chroma_metadata(d.metadata) for d in part],
                 ids=ids[start : start + batch_size],
             )
+            self.keywords.add(ids[start : start + batch_size], [d.page_content for d in part])
             if on_batch:
                 on_batch(len(part))
+
+    def all_ids(self) -> list[str]:
+        return list(self._collection.get(include=[])["ids"])
+
+    def drop(self) -> int:
+        """Delete every chunk (through :meth:`delete_ids`, so indexes beside Chroma follow), then the collection."""
+        ids = self.all_ids()
+        batch = max(1, int(self.client.get_max_batch_size()))
+        for start in range(0, len(ids), batch):
+            self.delete_ids(ids[start : start + batch])
+        self.client.delete_collection(self.collection_name)
+        self.keywords.destroy()
+        if self.manifest is not None:
+            self.manifest.drop_collection(self.collection_name)
+        return len(ids)
 
     def delete_ids(self, ids: Iterable[str]) -> int:
         ids = list(ids)
         if ids:
             self._collection.delete(ids=ids)
+            self.keywords.delete(ids)
         return len(ids)
+
+
+def chunk_id(sha256: str, index: int) -> str:
+    """Stable chunk ID: the file's content hash and the chunk's index (same content → same IDs)."""
+    return f"{chunk_id_prefix(sha256)}-{index:05d}"
+
+
+def chunk_id_prefix(sha256: str) -> str:
+    return sha256[:32]
 
 
 def _chroma_metadata(meta: dict[str, Any]) -> dict[str, str | int | float | bool]:

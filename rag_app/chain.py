@@ -9,8 +9,8 @@ citations. ``.stream()`` yields ``sources`` first, then the answer text piece by
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, TypedDict
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
@@ -25,9 +25,11 @@ from rag_app.prompting import (
     ChatFormat,
     Turn,
     chat_format_for,
+    combine_instruction,
     condense_instruction,
     no_answer_text,
     qa_instruction,
+    refine_instruction,
     source_label,
 )
 
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SNIPPET_CHARS = 160
+
+ChainType = Literal["stuff", "refine", "map_reduce", "auto"]
 
 
 class ContextOverflowError(RagError):
@@ -139,19 +143,79 @@ class PromptBuilder:
                     f"> n_ctx {self.llm.context_window})"
                 )
 
-    def condense_prompt(self, question: str, history: Sequence[Turn]) -> str:
+    def all_fit(self, question: str, docs: Sequence[Document], history: Sequence[Turn]) -> bool:
+        """Whether one QA prompt holds every chunk and the whole history (``chain_type = auto``)."""
+        return self.fits(self.format.render(qa_instruction(question, docs), history))
+
+    def groups(self, question: str, docs: Sequence[Document]) -> list[list[Document]]:
+        """Consecutive groups of chunks, in rank order, each fitting one refine step (a prompt that also holds
+        an earlier answer of up to ``answer_tokens``). A chunk too big even alone is dropped."""
+        room = self.budget - self.answer_tokens
+        out: list[list[Document]] = []
+        current: list[Document] = []
+        for doc in docs:
+            trial = [*current, doc]
+            start = sum(len(g) for g in out) + 1
+            if self.llm.count_tokens(self.format.render(refine_instruction(question, "", trial, start))) + 1 <= room:
+                current = trial
+                continue
+            if current:
+                out.append(current)
+            start = sum(len(g) for g in out) + 1
+            alone = self.format.render(refine_instruction(question, "", [doc], start))
+            current = [doc] if self.llm.count_tokens(alone) + 1 <= room else []
+            if not current:
+                logger.warning("a chunk of %s does not fit the context window; left out", source_label(doc))
+        if current:
+            out.append(current)
+        return out
+
+    def step_prompt(self, instruction: Callable[[list[Document]], str], docs: list[Document]) -> str | None:
+        """The prompt for one group, dropping its lowest-ranked chunks if an earlier answer came out long."""
+        docs = list(docs)
+        while docs:
+            prompt = self.format.render(instruction(docs))
+            if self.fits(prompt):
+                return prompt
+            docs.pop()
+        return None
+
+    def combine_prompt(self, question: str, answers: Sequence[str]) -> str:
+        """The reduce prompt; the answers of the lowest-ranked groups go first if it does not fit."""
+        answers = list(answers)
+        while len(answers) > 1:
+            prompt = self.format.render(combine_instruction(question, answers))
+            if self.fits(prompt):
+                return prompt
+            answers.pop()
+        cut = answers[0] if answers else ""
+        while cut:  # one partial answer longer than the window: keep its head
+            prompt = self.format.render(combine_instruction(question, [cut]))
+            if self.fits(prompt):
+                return prompt
+            cut = cut[: len(cut) * 3 // 4]
+        raise ContextOverflowError(f"the question does not fit the model's context window (n_ctx {self.llm.context_window})")
+
+    def condense_prompt(self, question: str, history: Sequence[Turn]) -> str | None:
+        """The condense prompt with the oldest turns dropped until it fits; None if even one turn does not."""
         history = list(history)
-        while True:
+        while history:
             prompt = self.format.render(condense_instruction(question, history))
-            if self.fits(prompt) or len(history) <= 1:
+            if self.fits(prompt):
                 return prompt
             history.pop(0)
+        return None
 
 
 def build_chain(
-    llm: TokenAwareLLM, retriever: BaseRetriever, chat_format: ChatFormat
+    llm: TokenAwareLLM, retriever: BaseRetriever, chat_format: ChatFormat, *, chain_type: ChainType = "stuff"
 ) -> Runnable[Any, dict[str, Any]]:
-    """Wire the chain from parts (the seam tests use with fakes)."""
+    """Wire the chain from parts (the seam tests use with fakes).
+
+    ``chain_type``: ``stuff`` puts the chunks that fit into one prompt (lowest-ranked dropped first);
+    ``refine`` answers from the first group of chunks and improves the answer group by group; ``map_reduce``
+    answers from each group, then combines; ``auto`` is ``stuff`` when every chunk fits, else ``refine``.
+    """
     builder = PromptBuilder(llm, chat_format)
     generate = llm.bind(stop=chat_format.stop or None) | StrOutputParser()  # type: ignore[attr-defined]
 
@@ -166,22 +230,68 @@ def build_chain(
         question: str = state["question"].strip()
         if not state["chat_history"]:
             return question
-        rewritten = generate.invoke(builder.condense_prompt(question, state["chat_history"])).strip()
+        prompt = builder.condense_prompt(question, state["chat_history"])
+        if prompt is None:  # the conversation is too long to condense: use the question as it is
+            return question
+        rewritten = generate.invoke(prompt).strip()
         first_line = rewritten.splitlines()[0].strip() if rewritten else ""
         logger.debug("condensed %r → %r", question, first_line)
         return first_line or question
 
     def fit(state: dict[str, Any]) -> dict[str, Any]:
         if not state["context"]:
-            return {**state, "prompt": None}
-        prompt, docs, history = builder.qa_prompt(
-            state["standalone_question"], state["context"], state["chat_history"]
-        )
-        return {**state, "prompt": prompt, "context": docs, "chat_history": history}
+            return {**state, "prompt": None, "groups": None}
+        question, docs, history = state["standalone_question"], state["context"], state["chat_history"]
+        kind = chain_type
+        if kind == "auto":
+            kind = "stuff" if builder.all_fit(question, docs, history) else "refine"
+        if kind == "stuff":
+            prompt, docs, history = builder.qa_prompt(question, docs, history)
+            return {**state, "prompt": prompt, "context": docs, "chat_history": history, "groups": None}
+        groups = builder.groups(question, docs)
+        if not groups:  # not even one chunk fits beside an answer: stuff what it can (or say it cannot)
+            prompt, docs, history = builder.qa_prompt(question, docs, history)
+            return {**state, "prompt": prompt, "context": docs, "chat_history": history, "groups": None}
+        kept = [d for g in groups for d in g]
+        return {**state, "prompt": "", "context": kept, "chat_history": [], "groups": groups, "kind": kind}
+
+    def multi_step(state: dict[str, Any]) -> tuple[str | None, str]:
+        """Every step but the last of refine / map_reduce: the final prompt (the caller streams it), or no
+        prompt and the finished answer when nothing is left to combine."""
+        question, groups = state["standalone_question"], state["groups"]
+        starts = [1 + sum(len(g) for g in groups[:i]) for i in range(len(groups))]
+        if state["kind"] == "map_reduce":
+            partial = []
+            for group, start in zip(groups, starts, strict=True):
+                prompt = builder.step_prompt(lambda d, s=start: qa_instruction(question, d, s), group)
+                if prompt is not None:
+                    partial.append(generate.invoke(prompt).strip())
+            if len(partial) == 1:
+                return None, partial[0]
+            return builder.combine_prompt(question, partial), ""
+        answer_so_far = ""
+        prompt: str | None = None
+        for i, (group, start) in enumerate(zip(groups, starts, strict=True)):
+            if i == 0:
+                prompt = builder.step_prompt(lambda d: qa_instruction(question, d, 1), group)
+            else:
+                prompt = builder.step_prompt(
+                    lambda d, s=start, a=answer_so_far: refine_instruction(question, a, d, s), group
+                )
+            if prompt is None:
+                continue
+            if i < len(groups) - 1:
+                answer_so_far = generate.invoke(prompt).strip() or answer_so_far
+        return prompt, answer_so_far
 
     def answer(state: dict[str, Any]) -> Any:
         if state["prompt"] is None:  # nothing relevant: say so instead of letting the model invent
             return no_answer_text(state["question"])
+        if state["groups"]:
+            final, finished = multi_step(state)
+            if final is None:
+                return finished
+            return RunnableLambda(lambda s: final) | generate
         return RunnableLambda(lambda s: s["prompt"]) | generate
 
     chain = (
@@ -198,11 +308,27 @@ def build_chain(
 def build_retriever(settings: Settings, embeddings: Embeddings) -> BaseRetriever:
     """The retriever for ``settings.knowledge_base`` as configured in ``settings.retrieval``."""
     from ingest.store import KnowledgeBase, open_client
-    from rag_app.retrieve import KnowledgeBaseRetriever
+    from rag_app.retrieve import HybridRetriever
 
+    conf = settings.retrieval
     kb = KnowledgeBase(open_client(settings.data_dir), settings.knowledge_base, embeddings)
-    return KnowledgeBaseRetriever(
-        knowledge_base=kb, k=settings.retrieval.k, score_threshold=settings.retrieval.score_threshold
+    reranker = None
+    if conf.reranker_path is not None:
+        from rag_app.rerank import Reranker
+
+        reranker = Reranker.load(conf.reranker_path, device=settings.embedding.device)
+    return HybridRetriever(
+        knowledge_base=kb,
+        k=conf.k,
+        mode=conf.mode,
+        fetch_k=conf.fetch_k,
+        vector_weight=None if conf.vector_weight == "auto" else float(conf.vector_weight),
+        relevance_threshold=conf.relevance_threshold,
+        min_keyword_coverage=conf.min_keyword_coverage,
+        score_threshold=conf.score_threshold,
+        mmr=conf.mmr,
+        mmr_lambda=conf.mmr_lambda,
+        reranker=reranker,
     )
 
 
@@ -225,4 +351,4 @@ def build_rag_chain(
     fmt = chat_format_for(
         settings.llm.prompt_format, settings.llm.system_prompt, llm, base_model=settings.llm.base_model
     )
-    return build_chain(llm, retriever, fmt)
+    return build_chain(llm, retriever, fmt, chain_type=settings.retrieval.chain_type)

@@ -78,13 +78,22 @@ def _service(ctx: click.Context) -> Any:
 @click.option(
     "--password", "passwords", multiple=True, metavar="FILE=PASSWORD", help="Password of an encrypted PDF."
 )
+@click.option("--prune", is_flag=True, help="Also remove documents whose files under PATHS are gone.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
 @click.pass_context
 @friendly_errors
 def ingest(
-    ctx: click.Context, paths: tuple[str, ...], knowledge_base: str | None, passwords: tuple[str, ...], quiet: bool
+    ctx: click.Context,
+    paths: tuple[str, ...],
+    knowledge_base: str | None,
+    passwords: tuple[str, ...],
+    prune: bool,
+    quiet: bool,
 ) -> None:
-    """Add files and folders (recursively) to a knowledge base."""
+    """Add files and folders (recursively) to a knowledge base.
+
+    Unchanged files are skipped, changed ones replaced. Exit code 1 when some file failed.
+    """
     from tqdm import tqdm
 
     from ingest.pipeline import ProgressEvent
@@ -108,12 +117,19 @@ def ingest(
             bar = tqdm(total=event.files_total, unit="file", file=sys.stderr, dynamic_ncols=True)
         elif bar is not None and event.stage in ("file", "chunks"):
             bar.n = event.files_done
-            bar.set_postfix_str(f"{event.chunks_done} chunks {event.current[-40:]}", refresh=False)
+            eta = f" ETA {event.eta_seconds:.0f} s" if event.eta_seconds is not None else ""
+            bar.set_postfix_str(f"{event.chunks_done} chunks{eta} {event.current[-40:]}", refresh=False)
             bar.refresh()
         elif bar is not None and event.stage == "done":
             bar.close()
 
-    report = service.ingest(list(paths), knowledge_base=knowledge_base, progress=progress, passwords=pw)
+    report = service.ingest(
+        list(paths), knowledge_base=knowledge_base, progress=progress, passwords=pw, prune=prune
+    )
+    for source in report.recovered:
+        click.secho(f"recovered: {source}: an interrupted ingestion had left it incomplete; cleaned up", fg="yellow")
+    for source in report.pruned:
+        click.echo(f"pruned: {source} (file gone)")
     for item in report.files:
         if item.status in ("failed", "skipped"):
             click.secho(f"{item.status}: {item.reason}", fg="red" if item.status == "failed" else "yellow")
@@ -194,6 +210,128 @@ def kb_list(ctx: click.Context) -> None:
         click.echo("No knowledge bases yet: rag ingest PATH [--kb NAME]")
     for item in items:
         click.echo(f"{item.name}\t{item.chunks} chunks")
+
+
+@kb.command("create")
+@click.argument("name")
+@click.pass_context
+@friendly_errors
+def kb_create(ctx: click.Context, name: str) -> None:
+    """Create an empty knowledge base NAME (any name, Chinese included)."""
+    if not name.strip():
+        raise click.BadParameter("the name is empty", param_hint="NAME")
+    _service(ctx).create_knowledge_base(name)
+    click.echo(f"Created knowledge base '{name.strip()}'.")
+
+
+@kb.command("delete")
+@click.argument("name")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.pass_context
+@friendly_errors
+def kb_delete(ctx: click.Context, name: str, yes: bool) -> None:
+    """Delete knowledge base NAME with all its chunks (the files themselves are not touched)."""
+    if not yes:
+        click.confirm(f"Delete knowledge base '{name}' and everything ingested into it?", abort=True, err=True)
+    chunks = _service(ctx).delete_knowledge_base(name)
+    click.echo(f"Deleted knowledge base '{name}' ({chunks} chunks).")
+
+
+@cli.group()
+def docs() -> None:
+    """Documents stored in a knowledge base."""
+
+
+@docs.command("list")
+@click.option("--kb", "knowledge_base", help="Knowledge base (default: 'default').")
+@click.pass_context
+@friendly_errors
+def docs_list(ctx: click.Context, knowledge_base: str | None) -> None:
+    """List documents: file, chunks, pages, content hash, ingestion date."""
+    records = _service(ctx).documents(knowledge_base)
+    if not records:
+        click.echo("No documents yet: rag ingest PATH [--kb NAME]")
+        return
+    click.echo("file\tchunks\tpages\tsha256\tingested")
+    for rec in records:
+        chunks = f"= {rec.alias_of}" if rec.alias_of else str(rec.chunks)
+        click.echo(f"{rec.source}\t{chunks}\t{rec.pages or '-'}\t{rec.sha256[:12]}\t{rec.ingested_at}")
+    total = sum(r.chunks for r in records)
+    click.echo(f"{len(records)} document(s), {total} chunks", err=True)
+
+
+@docs.command("delete")
+@click.argument("files", nargs=-1, required=True)
+@click.option("--kb", "knowledge_base", help="Knowledge base (default: 'default').")
+@click.pass_context
+@friendly_errors
+def docs_delete(ctx: click.Context, files: tuple[str, ...], knowledge_base: str | None) -> None:
+    """Delete documents (FILES as 'rag docs list' shows them, or their file names) from a knowledge base."""
+    removal = _service(ctx).delete_documents(list(files), knowledge_base)
+    click.echo(f"Deleted {len(removal.sources)} document(s), {removal.chunks_removed} chunks: {', '.join(removal.sources)}")
+    if removal.dropped_aliases:
+        click.echo(
+            f"Copies of them no longer indexed (ingest them again to index them): {', '.join(removal.dropped_aliases)}"
+        )
+
+
+@cli.command()
+@click.argument("file", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--method", type=click.Choice(["map_reduce", "refine"]), default="map_reduce", show_default=True,
+    help="map_reduce: summarise pieces, then merge; refine: extend one summary piece by piece.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.pass_context
+@friendly_errors
+def summarize(ctx: click.Context, file: str, method: str, quiet: bool) -> None:
+    """Summarise FILE, however long (it need not be ingested)."""
+    from tqdm import tqdm
+
+    bar = None if quiet else tqdm(total=0, unit="step", file=sys.stderr, dynamic_ncols=True, desc="summarising")
+
+    def progress(done: int, total: int) -> None:
+        if bar is not None:
+            bar.total, bar.n = total, done
+            bar.refresh()
+
+    try:
+        summary = _service(ctx).summarize(file, method=method, progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(summary.text)
+
+
+@cli.command("eval")
+@click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
+@click.option("--limit", type=click.IntRange(min=1), help="Only the first N questions.")
+@click.option("--answers", is_flag=True, help="Also generate answers and score them (slow).")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@friendly_errors
+def eval_command(ctx: click.Context, dataset: str, limit: int | None, answers: bool, as_json: bool) -> None:
+    """Evaluate retrieval (and answers) on a SQuAD-format DATASET.json."""
+    import json
+
+    def progress(stage: str, done: int, total: int) -> None:
+        click.echo(f"{stage}: {done}/{total}", err=True)
+
+    result = _service(ctx).evaluate(dataset, limit=limit, answers=answers, progress=progress)
+    if as_json:
+        click.echo(json.dumps({"retrieval": result["retrieval"], "answers": result["answers"]}, ensure_ascii=False))
+        return
+    info = result["dataset"]
+    click.echo(f"{info['file']}: {info['questions']} questions over {info['passages']} passages")
+    click.echo(f"{'mode':<10}{'hit@1':>8}{'hit@4':>8}{'hit@10':>8}{'mrr':>8}{'refused':>9}")
+    for mode, m in result["retrieval"].items():
+        click.echo(f"{mode:<10}{m['hit@1']:>8.3f}{m['hit@4']:>8.3f}{m['hit@10']:>8.3f}{m['mrr']:>8.3f}{m['refused']:>9.3f}")
+    if result["answers"]:
+        a = result["answers"]
+        click.echo(
+            f"answers ({a['questions']}): exact match {a['exact_match']:.3f}, F1 {a['f1']:.3f}, "
+            f"contained {a['contained']:.3f}, refused {a['refused']:.3f}"
+        )
 
 
 def main() -> None:

@@ -74,5 +74,21 @@ class UnreadableTextError(DocumentLoadError):
     """The file decodes, but into garbage (e.g. a PDF font without a Unicode map)."""
 
 
+class KnowledgeBaseExistsError(RagError):
+    hint = "pick another name, or ingest into the existing one with --kb"
+
+
+class DocumentNotFoundError(RagError):
+    hint = "see the stored documents with: rag docs list [--kb NAME]"
+
+
 class StoreBusyError(RagError):
     hint = "another ingestion is writing to this data directory; try again when it has finished"
+
+
+class EvalDatasetError(RagError):
+    hint = "give a SQuAD-format JSON file: {\"data\": [{\"paragraphs\": [{\"context\", \"qas\": [...]}]}]}"
+
+
+class RerankerError(RagError):
+    hint = "set retrieval.reranker_path to a local sentence-transformers CrossEncoder folder, or unset it"

@@ -161,13 +161,33 @@ def source_label(doc: Document) -> str:
     return f"{name}:{page}" if page else name
 
 
-def format_context(docs: Sequence[Document]) -> str:
-    return "\n\n".join(f"[{i}] ({source_label(d)})\n{d.page_content}" for i, d in enumerate(docs, 1))
+def format_context(docs: Sequence[Document], start: int = 1) -> str:
+    """Numbered sources; ``start`` keeps the answer's numbering when the chunks come in several groups."""
+    return "\n\n".join(f"[{i}] ({source_label(d)})\n{d.page_content}" for i, d in enumerate(docs, start))
 
 
-def qa_instruction(question: str, docs: Sequence[Document]) -> str:
+def qa_instruction(question: str, docs: Sequence[Document], start: int = 1) -> str:
     lang = question_language(question)
-    return load_prompt(f"qa_{lang}").format(context=format_context(docs), question=question)
+    return load_prompt(f"qa_{lang}").format(context=format_context(docs, start), question=question)
+
+
+def refine_instruction(question: str, answer: str, docs: Sequence[Document], start: int) -> str:
+    """Improve an existing answer with the next group of sources (``chain_type = refine``)."""
+    return load_prompt(f"refine_{question_language(question)}").format(
+        question=question, answer=answer, context=format_context(docs, start)
+    )
+
+
+def combine_instruction(question: str, answers: Sequence[str]) -> str:
+    """Merge the partial answers of the groups into one (``chain_type = map_reduce``)."""
+    listed = "\n\n".join(f"- {a.strip()}" for a in answers)
+    return load_prompt(f"combine_{question_language(question)}").format(question=question, answers=listed)
+
+
+def summarize_instruction(step: str, text: str, summary: str = "", language: str | None = None) -> str:
+    """``step``: ``map`` (one piece), ``reduce`` (merge summaries) or ``refine`` (extend a summary)."""
+    lang = language or question_language(text)
+    return load_prompt(f"summarize_{step}_{lang}").format(text=text, summary=summary)
 
 
 def condense_instruction(question: str, history: Sequence[Turn]) -> str:

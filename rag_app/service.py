@@ -20,8 +20,12 @@ from rag_app.llm.base import TokenAwareLLM
 from rag_app.settings import Settings
 
 if TYPE_CHECKING:
+    from ingest.documents import Removal
+    from ingest.manifest import DocumentRecord
     from ingest.pipeline import IngestReport, ProgressCallback
     from ingest.store import KnowledgeBaseInfo
+    from rag_app.evaluate import Progress as EvalProgress
+    from rag_app.summarize import Summary, SummaryProgress
 
 
 class RagService:
@@ -94,7 +98,9 @@ class RagService:
         knowledge_base: str | None = None,
         progress: ProgressCallback | None = None,
         passwords: dict[str, str] | None = None,
+        prune: bool = False,
     ) -> IngestReport:
+        """Ingest files and folders; ``prune`` also removes documents whose files under ``paths`` are gone."""
         from ingest.pipeline import ingest_paths
 
         return ingest_paths(
@@ -104,13 +110,71 @@ class RagService:
             knowledge_base=knowledge_base,
             progress=progress,
             passwords=passwords,
+            prune=prune,
         )
+
+    def create_knowledge_base(self, name: str) -> None:
+        """Create an empty knowledge base (any display name, Chinese included)."""
+        from ingest.documents import create_knowledge_base
+
+        create_knowledge_base(self.settings, name)
+
+    def delete_knowledge_base(self, name: str) -> int:
+        """Delete a knowledge base and all its chunks; returns how many chunks it held."""
+        from ingest.documents import delete_knowledge_base
+
+        return delete_knowledge_base(self.settings, name)
+
+    def documents(self, knowledge_base: str | None = None) -> list[DocumentRecord]:
+        """The documents stored in a knowledge base (file, chunks, pages, hash, date; copies as aliases)."""
+        from ingest.documents import list_documents
+
+        return list_documents(self.settings, knowledge_base or self.settings.knowledge_base)
+
+    def delete_documents(self, names: Sequence[str], knowledge_base: str | None = None) -> Removal:
+        """Delete documents by source path or file name (as ``documents()`` lists them)."""
+        from ingest.documents import delete_documents
+
+        return delete_documents(self.settings, knowledge_base or self.settings.knowledge_base, names)
 
     def retriever(self, knowledge_base: str | None = None) -> BaseRetriever:
         """Retrieval alone (no LLM): for evaluation, benchmarks and 'search only' views."""
         from rag_app.chain import build_retriever
 
         return build_retriever(self._for_kb(knowledge_base), self.embeddings)
+
+    def summarize(
+        self, path: str | Path, *, method: str = "map_reduce", progress: SummaryProgress | None = None
+    ) -> Summary:
+        """Summary of one file of any length (map-reduce or refine within the model's context window)."""
+        from rag_app.prompting import chat_format_for
+        from rag_app.summarize import read_document_text, summarize_text
+
+        conf = self.settings.llm
+        fmt = chat_format_for(conf.prompt_format, conf.system_prompt, self.llm, base_model=conf.base_model)
+        text = read_document_text(path)
+        return summarize_text(text, self.llm, fmt, method=method, progress=progress)  # type: ignore[arg-type]
+
+    def evaluate(
+        self,
+        dataset: str | Path,
+        *,
+        limit: int | None = None,
+        answers: bool = False,
+        progress: EvalProgress | None = None,
+    ) -> dict[str, Any]:
+        """Retrieval (and answer) quality on a SQuAD-format file, in a temporary knowledge base."""
+        from rag_app.evaluate import evaluate
+
+        return evaluate(
+            self.settings,
+            dataset,
+            embeddings=self.embeddings,
+            llm=self.llm if answers else None,
+            limit=limit,
+            answers=answers,
+            progress=progress,
+        )
 
     def chain(self, knowledge_base: str | None = None) -> Runnable[Any, dict[str, Any]]:
         """The question-answering chain for a knowledge base (see :func:`rag_app.chain.build_rag_chain`)."""

@@ -96,6 +96,12 @@ class IngestSettings(BaseModel):
     chunk_overlap: int = Field(default=30, ge=0)
     #: Passwords for encrypted PDFs, by file name.
     pdf_passwords: dict[str, str] = Field(default_factory=dict)
+    #: Chunks embedded and written per batch, small documents pooled together (capped at what Chroma
+    #: accepts in one call). Larger batches amortise per-call overhead; the model batches by
+    #: embedding.batch_size inside each.
+    embed_batch: int = Field(default=256, ge=1)
+    #: Files read and split ahead in a background thread while the embedder works (0: no thread).
+    prefetch_files: int = Field(default=8, ge=0)
 
 
 class RetrievalSettings(BaseModel):
@@ -116,7 +122,7 @@ class RetrievalSettings(BaseModel):
     #: When no chunk is relevant, answer "the documents do not contain the answer" without asking the model.
     relevance_threshold: bool = True
     #: Share of the question's IDF-weighted terms one chunk must contain to count as relevant by keywords.
-    min_keyword_coverage: float = Field(default=0.34, ge=0.0, le=1.0)
+    min_keyword_coverage: float = Field(default=0.2, ge=0.0, le=1.0)
     #: Maximal marginal relevance: prefer chunks that are relevant but not repetitive.
     mmr: bool = False
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)

@@ -60,6 +60,50 @@ PINNED: dict[str, str] = {
     ),
     "no_answer_en": "The documents do not contain information that answers this question.",
     "no_answer_zh": "文档中没有找到与这个问题相关的内容，因此无法回答。",
+    "refine_en": (
+        "Below are an existing answer to a question and more numbered sources. Improve the existing answer "
+        "using the new sources where they help; keep it if they do not. Use only information from the sources, "
+        "keep the citations [1], [2] of the existing answer and cite the new sources you use. Output only the "
+        "improved answer.\n\nQuestion: {question}\n\nExisting answer:\n{answer}\n\nMore sources:\n{context}"
+    ),
+    "refine_zh": (
+        "下面是一个问题的已有回答和更多编号资料。如果新资料有帮助，请用它完善已有回答；如果没有帮助，保留原回答。"
+        "只使用资料中的信息，保留已有回答中的 [1]、[2] 编号，并注明所用新资料的编号。只输出完善后的回答。"
+        "\n\n问题：{question}\n\n已有回答：\n{answer}\n\n更多资料：\n{context}"
+    ),
+    "combine_en": (
+        "Below are partial answers to a question, each written from a different part of the documents. Combine "
+        "them into one answer. Use only what they say, keep their citations [1], [2], and if none of them "
+        'contains the answer, reply "The documents do not contain the answer."\n\nQuestion: {question}'
+        "\n\nPartial answers:\n{answers}"
+    ),
+    "combine_zh": (
+        "下面是同一个问题的几个部分回答，分别依据文档的不同部分写成。请把它们合并成一个回答。只使用其中的信息，"
+        "保留 [1]、[2] 这样的编号；如果都没有答案，请直接回答“资料中没有找到答案。”\n\n问题：{question}"
+        "\n\n部分回答：\n{answers}"
+    ),
+    "summarize_map_en": (
+        "Summarize the following text in a few sentences. Keep the key facts, names and numbers; add nothing "
+        "that is not in the text.\n\nText:\n{text}"
+    ),
+    "summarize_map_zh": "请用几句话概括下面的文字。保留关键事实、名称和数字，不要添加文中没有的内容。\n\n文字：\n{text}",
+    "summarize_reduce_en": (
+        "Below are summaries of consecutive parts of one document. Combine them into one coherent summary of "
+        "the whole document. Keep the key facts; add nothing new.\n\nSummaries:\n{text}"
+    ),
+    "summarize_reduce_zh": (
+        "下面是同一份文档中连续几部分的摘要。请把它们合并成一份连贯的全文摘要。保留关键事实，不要添加新内容。"
+        "\n\n摘要：\n{text}"
+    ),
+    "summarize_refine_en": (
+        "Below are a summary of the first part of a document and the text that follows it. Extend the summary "
+        "so that it also covers the new text. Keep the key facts; add nothing that is not in the text. Output "
+        "only the new summary.\n\nSummary so far:\n{summary}\n\nFollowing text:\n{text}"
+    ),
+    "summarize_refine_zh": (
+        "下面是一份文档前面部分的摘要，以及紧接着的文字。请扩充摘要，使它也涵盖新的文字。保留关键事实，"
+        "不要添加文中没有的内容。只输出新的摘要。\n\n已有摘要：\n{summary}\n\n后续文字：\n{text}"
+    ),
 }
 
 # SmolLM2-Instruct's ChatML template (as stored in its GGUF).
