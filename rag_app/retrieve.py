@@ -9,6 +9,8 @@ questions, while a Chinese embedder does, so the fusion follows whichever side a
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import logging
 from collections.abc import Sequence
 from typing import Any, Literal
@@ -117,6 +119,12 @@ class HybridRetriever(BaseRetriever):
     reranker: Any = None  # rag_app.rerank.Reranker
 
     _calibration: Any = PrivateAttr(default=None)
+    _executor: ThreadPoolExecutor | None = PrivateAttr(default=None)
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bm25")
+        return self._executor
 
     def calibration(self) -> Any:
         """The knowledge base's calibration (computed once, cached in its keyword index)."""
@@ -142,19 +150,25 @@ class HybridRetriever(BaseRetriever):
     ) -> list[Document]:
         kb: KnowledgeBase = self.knowledge_base
         kb.refresh()  # issue 3: see other processes' writes before counting
-        if kb.count() == 0:
+        # Counting costs ~10 ms on a large collection: only before the first question, or when nothing is found.
+        if not getattr(kb, "_keywords_checked", False) and kb.count() == 0:
             raise EmptyKnowledgeBaseError(f"knowledge base '{kb.name}' is empty")
         ensure_keywords(kb)
         weight = self.weight_for(query)
         fetch = max(self.fetch_k, self.k)
+        # BM25 (SQLite) and the query embedding + vector search (torch, Chroma) both release the GIL: run them
+        # side by side, which takes the slower of the two instead of their sum.
+        keyword_future = self._pool().submit(kb.keywords.search, query, fetch) if self.mode != "vector" else None
         vector_hits: dict[str, tuple[Document, float, list[float] | None]] = {}
         if self.mode != "bm25":
             vector_hits = self._vector_search(kb, query, fetch)
         keyword_hits = {}
-        if self.mode != "vector":
-            hits = kb.keywords.search(query, fetch)
+        if keyword_future is not None:
+            hits = keyword_future.result()
             visible = set(kb.visible_ids(h.chunk_id for h in hits))  # issue 3: half-written documents hidden
             keyword_hits = {h.chunk_id: h for h in hits if h.chunk_id in visible}
+        if not vector_hits and not keyword_hits and kb.count() == 0:  # emptied since the first question
+            raise EmptyKnowledgeBaseError(f"knowledge base '{kb.name}' is empty")
         if self.relevance_threshold and not self._relevant(query, vector_hits, keyword_hits, weight):
             logger.info("nothing relevant for %r", query)
             return []
