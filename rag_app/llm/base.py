@@ -3,8 +3,9 @@ and the chat template stored in the model file."""
 
 from __future__ import annotations
 
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
+from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.language_models.llms import LLM
 
 
@@ -40,3 +41,13 @@ class LocalLLM(LLM):
 
     def count_tokens(self, text: str) -> int:  # pragma: no cover - overridden
         raise NotImplementedError
+
+    def _call(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> str:
+        # Backends implement _stream only; a whole answer is the joined stream.
+        return "".join(c.text for c in self._stream(prompt, stop, run_manager, **kwargs))

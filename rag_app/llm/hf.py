@@ -93,15 +93,6 @@ class TransformersLLM(LocalLLM):
         if errors:
             raise errors[0]
 
-    def _call(
-        self,
-        prompt: str,
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> str:
-        return "".join(c.text for c in self._stream(prompt, stop, run_manager, **kwargs))
-
 
 def create(settings: LLMSettings) -> TransformersLLM:
     try:

@@ -93,15 +93,6 @@ class LlamaCppLLM(LocalLLM):
                     run_manager.on_llm_new_token(text, chunk=chunk)
                 yield chunk
 
-    def _call(
-        self,
-        prompt: str,
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> str:
-        return "".join(c.text for c in self._stream(prompt, stop, run_manager, **kwargs))
-
 
 def llama_kwargs(settings: LLMSettings, model_path: Path, n_ctx: int) -> dict[str, Any]:
     """Arguments for ``llama_cpp.Llama``. RoPE values are passed only when a setting overrides them."""
