@@ -208,6 +208,13 @@ class KeywordIndex:
         with self._lock, self._db:
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    def _document_frequencies(self, terms: list[str]) -> dict[str, int]:
+        """How many chunks contain each term (fts5vocab walks each term's postings: ask only for what is used)."""
+        if not terms:
+            return {}
+        sql = f"SELECT term, doc FROM chunk_vocab WHERE term IN ({','.join('?' * len(terms))})"
+        return {str(t): int(d) for t, d in self._db.execute(sql, terms).fetchall()}
+
     def search(self, query: str, k: int) -> list[KeywordHit]:
         """The ``k`` best chunks for ``query`` by BM25, best first."""
         terms = list(dict.fromkeys(tokenize(query)))
@@ -217,8 +224,14 @@ class KeywordIndex:
             n = self.count()
             if n == 0:
                 return []
-            marks = ",".join("?" * len(terms))
-            df = dict(self._db.execute(f"SELECT term, doc FROM chunk_vocab WHERE term IN ({marks})", terms).fetchall())
+            df = self._document_frequencies([t for t in terms if len(t) > 1])
+            if n > 2 * self.max_postings:
+                # On a large knowledge base, a single character that is part of a word of the question found
+                # in the index adds little to the ranking but brings the longest posting lists: leave it to
+                # the word. Characters of words the index does not know stay, as the fallback they are for.
+                covered = {ch for t in terms if len(t) > 1 and df.get(t, 0) > 0 and _CJK_RUN.match(t) for ch in t}
+                terms = [t for t in terms if not (len(t) == 1 and t in covered)]
+            df.update(self._document_frequencies([t for t in terms if len(t) == 1]))
             idf = {t: math.log(1 + (n - df.get(t, 0) + 0.5) / (df.get(t, 0) + 0.5)) for t in terms}
             # Terms in more than half the chunks get (almost) no weight in FTS5's bm25, and on a large knowledge
             # base a term in more than max_postings chunks costs more time than its small IDF is worth: both

@@ -131,3 +131,20 @@ def test_common_terms_are_left_out_of_the_match_only_while_rarer_ones_remain(tmp
     one = KeywordIndex(None)
     one.add(["only"], ["a single chunk"])
     assert [h.chunk_id for h in one.search("single chunk", 3)] == ["only"]  # every term in every chunk
+
+
+def test_large_index_leaves_characters_of_known_words_to_the_words(tmp_path: Path) -> None:
+    """Above 2 × max_postings chunks, a character inside a question word the index knows is not matched on
+    its own (its postings are the longest); characters of unknown words still are."""
+    texts = {f"w{i}": "模型训练需要数据" for i in range(3)} | {f"c{i}": f"型号{i}很多" for i in range(3)}
+    texts |= {"z": "他们讨论了甄嬛"} | {f"f{i}": "今天天气很好" for i in range(6)}  # '型' in under half
+    small = KeywordIndex(tmp_path / "small.sqlite3", max_postings=1000)
+    large = KeywordIndex(tmp_path / "large.sqlite3", max_postings=2)
+    for index in (small, large):
+        index.add(list(texts), list(texts.values()))
+    small_ids = {h.chunk_id for h in small.search("模型", 10)}
+    large_ids = {h.chunk_id for h in large.search("模型", 10)}
+    assert {"c0", "c1", "c2"} <= small_ids  # '型' alone matches 型号 on a small index
+    assert large_ids == {"w0", "w1", "w2"}  # on a large one the known word 模型 carries the match
+    # a name jieba does not know as a word is still found through its characters
+    assert [h.chunk_id for h in large.search("嬛", 3)] == ["z"]
