@@ -40,8 +40,10 @@ test: install
 test-fast: install
 	$(BIN)/python -m pytest -q -ra -m "not e2e"
 
+# Issue-2 benchmarks (quick); bench/ingest_bench.py and bench/retrieval_latency.py take minutes each.
 bench: install
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/ingest_speed.py
+	$(BIN)/python bench/llm_speed.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
