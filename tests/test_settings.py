@@ -26,7 +26,7 @@ def test_defaults() -> None:
     assert s.profile is None
     assert s.embedding.backend == "sentence-transformers"
     assert s.embedding.model_path is None
-    assert s.embedding.batch_size == 64
+    assert s.embedding.batch_size == 16
     assert s.llm.backend == "llamacpp"
     assert s.llm.model_path is None
     assert s.llm.prompt_format == "auto"
