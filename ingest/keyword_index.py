@@ -295,8 +295,9 @@ class KeywordIndex:
             # before sorting cost a third of the time.
             rows = self._db.execute(
                 "SELECT c.chunk_id, best.s, t.body FROM (SELECT rowid AS r, -bm25(chunk_terms) AS s "
-                "FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY bm25(chunk_terms) LIMIT ?) best "
-                "JOIN chunk_ids c ON c.rowid = best.r JOIN chunk_terms t ON t.rowid = best.r ORDER BY best.s DESC",
+                "FROM chunk_terms WHERE chunk_terms MATCH ? ORDER BY bm25(chunk_terms), rowid LIMIT ?) best "
+                "JOIN chunk_ids c ON c.rowid = best.r JOIN chunk_terms t ON t.rowid = best.r "
+                "ORDER BY best.s DESC, best.r",  # ties: the earlier-indexed chunk first
                 (match, max(k, RESCORE_CANDIDATES) if rescore else k),
             ).fetchall()
             if rescore:
@@ -326,7 +327,7 @@ class KeywordIndex:
             norm = BM25_K1 * (1 - BM25_B + BM25_B * len(tokens) / avgdl) if avgdl else BM25_K1
             score = sum(idf[t] * counts[t] * (BM25_K1 + 1) / (counts[t] + norm) for t in terms if counts[t])
             out.append((chunk_id, score, body))
-        return sorted(out, key=lambda row: row[1], reverse=True)
+        return sorted(out, key=lambda row: -row[1])  # stable: ties keep FTS5's order
 
 
 def _within_budget(terms: list[str], df: dict[str, int], budget: int) -> list[str]:
