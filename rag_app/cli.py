@@ -204,12 +204,12 @@ def kb() -> None:
 @click.pass_context
 @friendly_errors
 def kb_list(ctx: click.Context) -> None:
-    """List knowledge bases and their chunk counts."""
+    """List knowledge bases, their chunk counts and the embedder that built each."""
     items = _service(ctx).knowledge_bases()
     if not items:
         click.echo("No knowledge bases yet: rag ingest PATH [--kb NAME]")
     for item in items:
-        click.echo(f"{item.name}\t{item.chunks} chunks")
+        click.echo(f"{item.name}\t{item.chunks} chunks\t{item.embedder or 'embedder not recorded'}")
 
 
 @kb.command("create")

@@ -92,3 +92,8 @@ class EvalDatasetError(RagError):
 
 class RerankerError(RagError):
     hint = "set retrieval.reranker_path to a local sentence-transformers CrossEncoder folder, or unset it"
+
+
+class EmbedderMismatchError(RagError):
+    """A knowledge base opened with another embedding model than the one that built it: its vectors and
+    the questions' would not be comparable (search results would be silently meaningless)."""

@@ -200,9 +200,10 @@ def test_kb_list(ingested: Path) -> None:
     result = run(ingested, "kb", "list")
     assert result.exit_code == 0, result.output
     (line,) = result.stdout.splitlines()
-    name, count = line.split("\t")
+    name, count, embedder = line.split("\t")
     assert name == "default"
     assert count.endswith(" chunks") and int(count.split()[0]) >= 2
+    assert embedder == "DeterministicFakeEmbedding (64 dimensions)"  # the fake profile's embedder
 
 
 def test_kb_list_empty(data: Path) -> None:

@@ -217,3 +217,57 @@ def test_cli_exit_codes(run, tmp_path: Path) -> None:  # type: ignore[no-untyped
     assert run("ingest").exit_code == 2  # usage
     assert run("ingest", str(tmp_path / "missing")).exit_code == 2
     assert run("docs", "list", "--kb", "nope").exit_code == 1
+
+
+# --- the embedder a knowledge base was built with ------------------------------------------------------
+
+
+def test_knowledge_base_records_and_enforces_its_embedder(tmp_path: Path) -> None:
+    """Vectors of one model mean nothing to another: a knowledge base refuses a different embedder with a
+    named error (instead of answering from meaningless matches), and lists the one it was built with."""
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from rag_app.errors import EmbedderMismatchError
+
+    client = open_client(tmp_path / "data")
+    kb = KnowledgeBase(client, "手册", DeterministicFakeEmbedding(size=16))
+    kb.add_chunks([Document(page_content="导入文档", metadata={"source": "a"})], ["a-0"], batch_size=10)
+    (info,) = list_knowledge_bases(client)
+    assert info.embedder == "DeterministicFakeEmbedding (16 dimensions)"
+    KnowledgeBase(client, "手册", DeterministicFakeEmbedding(size=16))  # the same embedder: fine
+    with pytest.raises(EmbedderMismatchError) as err:
+        KnowledgeBase(open_client(tmp_path / "data"), "手册", DeterministicFakeEmbedding(size=8))
+    assert "'手册' was built with the embedder 'DeterministicFakeEmbedding' (16 dimensions)" in str(err.value)
+    assert "(8 dimensions)" in str(err.value) and "rag kb delete" in (err.value.hint or "")
+
+    class Opaque(Embeddings):  # an embedder from elsewhere, that cannot say what it is: nothing checked
+        def embed_documents(self, texts: list[str]) -> list[list[float]]:
+            return [[1.0] * 16 for _ in texts]
+
+        def embed_query(self, text: str) -> list[float]:
+            return [1.0] * 16
+
+    assert KnowledgeBase(client, "手册", Opaque()).count() == 1
+
+
+def test_knowledge_base_made_before_the_record_is_checked_by_dimension_then_recorded(tmp_path: Path) -> None:
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import DeterministicFakeEmbedding
+
+    from ingest.store import collection_name
+    from rag_app.errors import EmbedderMismatchError
+
+    client = open_client(tmp_path / "data")
+    legacy = client.create_collection(collection_name("old"), metadata={"hnsw:space": "cosine", "display_name": "old"})
+    legacy.add(ids=["x-0"], embeddings=[[0.5] * 16], documents=["旧的文档"], metadatas=[{"source": "x"}])
+    with pytest.raises(EmbedderMismatchError, match="an embedder of 16 dimensions"):
+        KnowledgeBase(client, "old", DeterministicFakeEmbedding(size=8))
+    kb = KnowledgeBase(client, "old", DeterministicFakeEmbedding(size=16))  # same dimension: accepted ...
+    assert list_knowledge_bases(client)[0].embedder is None
+    kb.add_chunks([Document(page_content="新的文档", metadata={"source": "y"})], ["y-0"], batch_size=10)
+    (info,) = list_knowledge_bases(client)  # ... and recorded by its next ingestion
+    assert info.embedder == "DeterministicFakeEmbedding (16 dimensions)" and info.name == "old"
+    assert client.get_collection(collection_name("old")).configuration_json["hnsw"]["space"] == "cosine"
+    with pytest.raises(EmbedderMismatchError, match="'DeterministicFakeEmbedding' \\(16 dimensions\\)"):
+        KnowledgeBase(client, "old", DeterministicFakeEmbedding(size=8))

@@ -89,3 +89,26 @@ def test_missing_embedding_folder(tmp_path: Path) -> None:
 
     with pytest.raises(ModelNotFoundError, match="nope"):
         build_embeddings(EmbeddingSettings(model_path=tmp_path / "nope"))
+
+
+def test_switching_embedders_is_refused_with_a_clear_message(tiny_embedder: Path, tmp_path: Path) -> None:
+    """A knowledge base built with one embedder, asked or fed with another (here the tiny Chinese one from
+    a folder): one friendly line naming both, and nothing written."""
+    from click.testing import CliRunner
+
+    from rag_app.cli import cli
+
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.txt").write_text("导入文档时运行 rag ingest 命令。", encoding="utf-8")
+    base = ["--profile", "fake", "--data-dir", str(tmp_path / "data")]
+    assert CliRunner().invoke(cli, [*base, "ingest", "-q", str(docs)]).exit_code == 0
+    other = {"RAG_EMBEDDING__BACKEND": "sentence-transformers", "RAG_EMBEDDING__MODEL_PATH": str(tiny_embedder)}
+    for command in (["ask", "怎样导入文档？"], ["ingest", "-q", str(docs)]):
+        result = CliRunner().invoke(cli, [*base, *command], env=other)
+        assert result.exit_code == 1, result.output
+        (line,) = [x for x in result.stderr.splitlines() if x.strip()]
+        assert "was built with the embedder 'DeterministicFakeEmbedding' (64 dimensions)" in line
+        assert "'tiny-zh-embedder' (32 dimensions)" in line and "Traceback" not in result.output
+    listed = CliRunner().invoke(cli, [*base, "kb", "list"])
+    assert listed.stdout.split("\t")[1] == "1 chunks"  # nothing was added by the refused ingestion
