@@ -123,9 +123,9 @@ class KnowledgeBase:
         with another model's vectors and every answer would rest on meaningless matches. Returns whether the
         collection records its embedder (knowledge bases made before this was recorded have only their
         vectors' dimension to check, and get the record on their next ingestion)."""
-        meta = self._collection.metadata or {}
         if self.embedder is None:
             return True
+        meta = self._collection.metadata or {}
         if EMBEDDER_KEY in meta:
             stored = (str(meta[EMBEDDER_KEY]), int(meta.get(DIMENSION_KEY, 0)))
             if stored != self.embedder:
@@ -260,7 +260,6 @@ class KnowledgeBase:
 
 def _describe(name: object, dimension: object) -> str:
     return f"the embedder '{name}' ({dimension} dimensions)"
-
 
 
 def chunk_id(sha256: str, index: int) -> str:
