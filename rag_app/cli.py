@@ -303,21 +303,127 @@ def summarize(ctx: click.Context, file: str, method: str, quiet: bool) -> None:
     click.echo(summary.text)
 
 
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.1f}"
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@click.pass_context
+@friendly_errors
+def models(ctx: click.Context, as_json: bool) -> None:
+    """The Chinese-LLaMA/Alpaca models, the memory each needs at its trained context, and whether it fits.
+
+    Each name is also a profile: rag --profile NAME ... (then set llm.model_path to the downloaded GGUF).
+    """
+    import json
+
+    rows = _service(ctx).model_catalog()
+    if as_json:
+        click.echo(json.dumps(rows, ensure_ascii=False))
+        return
+    click.echo(f"{'profile':<27}{'context':>8} {'rope':<10}{'format':<12}"
+               f"{'Q4_K':>6}{'Q8_0':>6}{'F16':>6}{'KV f16':>8}{'KV q8':>7}  fits (weights+KV)")
+    for r in rows:
+        w, kv = r["weights"], r["kv_cache"]
+        fits = [k for k, ok in r["fits"].items() if ok]
+        click.echo(
+            f"{r['name']:<27}{r['trained_context']:>8} {r['rope_scaling']:<10}{r['prompt_format']:<12}"
+            f"{_gib(w['Q4_K']):>6}{_gib(w['Q8_0']):>6}{_gib(w['F16']):>6}{_gib(kv['f16']):>8}{_gib(kv['q8_0']):>7}"
+            f"  {', '.join(fits) if fits else 'none at full context'}"
+            + (" (base model)" if r["base_model"] else "")
+        )
+    click.echo("Sizes in GiB. Weights at Q4_K/Q8_0/F16, KV cache at the trained context; "
+               "n_ctx = \"auto\" (the profiles' default) picks the largest window that fits.")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.pass_context
+@friendly_errors
+def doctor(ctx: click.Context, as_json: bool) -> None:
+    """What the current settings will do on this machine; exit 1 with the reasons when they cannot run."""
+    import json
+
+    report = _service(ctx).doctor()
+    if as_json:
+        click.echo(json.dumps(report, ensure_ascii=False, default=str))
+    else:
+        _print_doctor(report)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+def _print_doctor(report: dict[str, Any]) -> None:
+    m = report["machine"]
+    gpus = ", ".join(f"{g['name']} ({_gib(g['free'])}/{_gib(g['total'])} GiB free)" for g in m["gpus"]) or "none"
+    click.echo(f"machine     {m['cpus']} CPUs, RAM {_gib(m['ram_available'])} of {_gib(m['ram_total'])} GiB "
+               f"available, GPU {gpus}")
+    llm = report["llm"]
+    click.echo(f"llm         backend {llm['backend']}" + (f", catalogue {llm['catalog_model']}" if llm["catalog_model"] else ""))
+    if "model" in llm:
+        info = llm["model"]
+        rope = info["rope_scaling"]
+        scaling = "none" if rope["type"] == "none" else (
+            f"{rope['type']} ×{rope['factor']:g}" + (f" over {rope['original_context']}" if rope["original_context"] else ""))
+        click.echo(f"  file      {llm['model_file']} ({info['source']}: {info['name']}, {info['architecture']}"
+                   + (f", {info['quantization']}" if info["quantization"] else "") + ")")
+        click.echo(f"  trained   {info['trained_context']} tokens; rope base {info['rope_freq_base']:g}, scaling {scaling}")
+    if "n_ctx" in llm:
+        extra = [f"{k} {llm[k]}" for k in ("kv_cache_type", "flash_attn", "dtype", "device") if k in llm]
+        click.echo(f"  window    n_ctx {llm['n_ctx']} (setting: {llm['n_ctx_setting']}); " + ", ".join(extra))
+    if "memory" in llm:
+        mem = llm["memory"]
+        verdict = "fits" if mem["fits"] else "DOES NOT FIT"
+        click.echo(f"  memory    weights {_gib(mem['weights'])} + KV {_gib(mem['kv_cache'])} + buffers "
+                   f"{_gib(mem['compute'])} = {_gib(mem['ram_needed'] + mem['vram_needed'])} GiB: {verdict}")
+    emb = report["embedding"]
+    click.echo(f"embedding   {emb['backend']} {emb.get('model', '')} on {emb['device']}")
+    click.echo(f"data dir    {report['data_dir']}")
+    kbs = ", ".join(f"{kb['name']} ({kb['chunks']} chunks)" for kb in report["knowledge_bases"]) or "none"
+    click.echo(f"knowledge   {kbs}")
+    for note in report["notes"]:
+        click.echo(f"note: {note}")
+    for problem in report["problems"]:
+        click.secho(f"problem: {problem}", fg="red", err=True)
+    click.echo("OK: the settings can run here." if report["ok"] else "The settings cannot run as they are.")
+
+
 @cli.command("eval")
 @click.argument("dataset", type=click.Path(exists=True, dir_okay=False))
 @click.option("--limit", type=click.IntRange(min=1), help="Only the first N questions.")
 @click.option("--answers", is_flag=True, help="Also generate answers and score them (slow).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option(
+    "--long", "long_window", is_flag=True,
+    help="Articles as long documents: is the answer in the context assembled within each token budget?",
+)
+@click.option(
+    "--budgets", callback=lambda c, p, v: _budgets(v), metavar="N,N,…",
+    help="Token budgets for --long [1024,4096,16384].",
+)
 @click.pass_context
 @friendly_errors
-def eval_command(ctx: click.Context, dataset: str, limit: int | None, answers: bool, as_json: bool) -> None:
+def eval_command(
+    ctx: click.Context, dataset: str, limit: int | None, answers: bool, as_json: bool, long_window: bool,
+    budgets: list[int] | None,
+) -> None:
     """Evaluate retrieval (and answers) on a SQuAD-format DATASET.json."""
     import json
 
     def progress(stage: str, done: int, total: int) -> None:
         click.echo(f"{stage}: {done}/{total}", err=True)
 
-    result = _service(ctx).evaluate(dataset, limit=limit, answers=answers, progress=progress)
+    if budgets and not long_window:
+        raise click.UsageError("--budgets goes with --long")
+    if long_window and answers:
+        raise click.UsageError("--long generates no answers: leave out --answers")
+    result = _service(ctx).evaluate(
+        dataset, limit=limit, answers=answers, progress=progress, long=long_window, budgets=budgets
+    )
+    if long_window:
+        _print_long(result, as_json)
+        return
     if as_json:
         click.echo(json.dumps({"retrieval": result["retrieval"], "answers": result["answers"]}, ensure_ascii=False))
         return
@@ -331,6 +437,39 @@ def eval_command(ctx: click.Context, dataset: str, limit: int | None, answers: b
         click.echo(
             f"answers ({a['questions']}): exact match {a['exact_match']:.3f}, F1 {a['f1']:.3f}, "
             f"contained {a['contained']:.3f}, refused {a['refused']:.3f}"
+        )
+
+
+def _budgets(value: str | None) -> list[int] | None:
+    if not value:
+        return None
+    try:
+        budgets = [int(part) for part in value.split(",") if part.strip()]
+    except ValueError:
+        raise click.BadParameter(f"'{value}' is not a list of token counts such as 1024,4096") from None
+    if not budgets or min(budgets) < 1:
+        raise click.BadParameter(f"'{value}' is not a list of token counts such as 1024,4096")
+    return budgets
+
+
+def _print_long(result: dict[str, Any], as_json: bool) -> None:
+    import json
+
+    if as_json:
+        click.echo(json.dumps({"long": result["long"], "dataset": result["dataset"]}, ensure_ascii=False))
+        return
+    info, long = result["dataset"], result["long"]
+    click.echo(
+        f"{info['file']}: {info['questions']} questions over {info['documents']} documents of "
+        f"~{info['document_tokens']} tokens ({info['seconds']} s)"
+    )
+    click.echo(f"{'context':<14}{'recall':>8}{'in place':>10}{'context tok':>13}{'prompt tok':>12}{'refused':>9}")
+    rows = [(f"k={long['baseline']['k']} chunks", long["baseline"])]
+    rows += [(f"budget {name}", m) for name, m in long["budgets"].items()]
+    for name, m in rows:
+        click.echo(
+            f"{name:<14}{m['recall']:>8.3f}{m['recall_in_place']:>10.3f}{m['context_tokens']:>13.0f}"
+            f"{m['prompt_tokens']:>12.0f}{m['refused']:>9.3f}"
         )
 
 

@@ -29,6 +29,16 @@ class ModelNotFoundError(RagError):
     hint = "set llm.model_path / embedding.model_path (or RAG_LLM__MODEL_PATH) to a file on this disk"
 
 
+class ModelLoadError(RagError):
+    """The model file is fine but the runtime could not set it up (context, device, memory)."""
+
+    hint = "`rag doctor` shows what the settings ask for and what this machine has"
+
+
+class ModelDoesNotFitError(ModelLoadError):
+    """The planner's verdict, before loading: weights + KV cache + buffers exceed the memory available."""
+
+
 class MissingDependencyError(RagError):
     """An optional extra is not installed; the message names the pip command that fixes it."""
 

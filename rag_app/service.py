@@ -15,7 +15,7 @@ from langchain_core.embeddings import Embeddings
 from langchain_core.retrievers import BaseRetriever
 from langchain_core.runnables import Runnable
 
-from rag_app.errors import EmptyKnowledgeBaseError, KnowledgeBaseNotFoundError
+from rag_app.errors import EmptyKnowledgeBaseError, KnowledgeBaseNotFoundError, RagError
 from rag_app.llm.base import TokenAwareLLM
 from rag_app.settings import Settings
 
@@ -162,10 +162,21 @@ class RagService:
         limit: int | None = None,
         answers: bool = False,
         progress: EvalProgress | None = None,
+        long: bool = False,
+        budgets: Sequence[int] | None = None,
     ) -> dict[str, Any]:
-        """Retrieval (and answer) quality on a SQuAD-format file, in a temporary knowledge base."""
-        from rag_app.evaluate import evaluate
+        """Retrieval (and answer) quality on a SQuAD-format file, in a temporary knowledge base.
 
+        ``long``: instead, how often the context assembled within each of ``budgets`` tokens holds the
+        answer, on the file's articles as long documents (:func:`rag_app.evaluate.evaluate_long`).
+        """
+        from rag_app.evaluate import LONG_BUDGETS, evaluate, evaluate_long
+
+        if long:
+            return evaluate_long(
+                self.settings, dataset, embeddings=self.embeddings, budgets=budgets or LONG_BUDGETS,
+                limit=limit, progress=progress,
+            )
         return evaluate(
             self.settings,
             dataset,
@@ -175,6 +186,29 @@ class RagService:
             answers=answers,
             progress=progress,
         )
+
+    @staticmethod
+    def model_catalog() -> list[dict[str, Any]]:
+        """Every model of the family with the memory it needs at its trained context, and whether it fits."""
+        from rag_app.doctor import catalog_rows
+
+        return catalog_rows()
+
+    def doctor(self) -> dict[str, Any]:
+        """What the current settings will actually do on this machine (``report["problems"]`` says why not)."""
+        from ingest.embed import default_embedding_model_path
+        from rag_app.doctor import diagnose
+
+        problem = None
+        try:
+            kbs = self.knowledge_bases()
+        except RagError as exc:  # e.g. a data dir that cannot be opened: one more problem to report
+            kbs, problem = [], exc.friendly()
+        report = diagnose(self.settings, kbs, default_embedding_model_path)
+        if problem:
+            report["problems"].append(problem)
+            report["ok"] = False
+        return report
 
     def chain(self, knowledge_base: str | None = None) -> Runnable[Any, dict[str, Any]]:
         """The question-answering chain for a knowledge base (see :func:`rag_app.chain.build_rag_chain`)."""

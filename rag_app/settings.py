@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -72,9 +72,16 @@ class LLMSettings(BaseModel):
     system_prompt: str = "default"
     #: The model is a base (non-chat) model: chat with it works but gives a warning.
     base_model: bool = False
-    #: Context window. ``None`` = the model's trained context length, capped at ``max_auto_ctx``.
-    n_ctx: int | None = None
+    #: Catalogue entry (``rag models``) this configuration runs: its shapes let the memory planner and
+    #: ``rag doctor`` work before the file is downloaded. Set by the model profiles; ``None``: unknown model.
+    model: str | None = None
+    #: Context window. ``None`` = the model's trained context length, capped at ``max_auto_ctx``;
+    #: ``"auto"`` = the largest window (up to the trained or NTK-extended length) that fits this machine.
+    n_ctx: int | Literal["auto"] | None = None
     max_auto_ctx: int = Field(default=8192, ge=256)
+    #: Past the trained length: ``none`` keeps the file's RoPE values; ``ntk`` raises the RoPE base by the
+    #: model family's adaptive NTK formula (llama.cpp) or uses transformers' dynamic NTK scaling.
+    context_extension: Literal["none", "ntk"] = "none"
     max_new_tokens: int = Field(default=384, ge=1)
     temperature: float = Field(default=0.2, ge=0.0)
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
@@ -83,13 +90,50 @@ class LLMSettings(BaseModel):
     seed: int = 42
     n_threads: int | None = None
     n_gpu_layers: int = 0
+    #: llama.cpp KV cache element type. ``q8_0`` halves the cache of a long window at a tiny quality cost.
+    kv_cache_type: Literal["f16", "q8_0", "q4_0"] = "f16"
+    #: llama.cpp flash attention. ``None``: on when the KV cache is quantized (llama.cpp needs it for a
+    #: quantized V cache), off otherwise.
+    flash_attn: bool | None = None
+    #: llama.cpp logical / physical batch for prompt processing (tokens per step).
+    n_batch: int = Field(default=512, ge=1)
+    n_ubatch: int = Field(default=512, ge=1)
+    #: Refuse to load a model whose weights + KV cache + buffers exceed the memory available (``error``),
+    #: only log it (``warn``), or skip the check (``off``).
+    memory_check: Literal["error", "warn", "off"] = "error"
     #: RoPE overrides. ``None`` keeps the values stored in the model file (needed by the 16K/64K models).
     rope_freq_base: float | None = None
     rope_freq_scale: float | None = None
+    #: transformers backend: weights' dtype. ``auto``: bfloat16 (or float16) where the device supports it,
+    #: float32 on a CPU without bfloat16 support.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    #: transformers backend: ``device_map`` for accelerate (e.g. ``auto`` to spread over GPUs and CPU).
+    device_map: str | None = None
+    #: transformers backend: 8-bit / 4-bit weights through bitsandbytes (needs CUDA).
+    quantization: Literal["none", "8bit", "4bit"] = "none"
+    #: transformers backend: attention kernel (``sdpa``, ``eager``, ``flash_attention_2`` when installed).
+    attn_implementation: str = "sdpa"
+    #: transformers backend: run modeling code shipped with the model folder. Off unless asked for: the
+    #: 64K repository's 2023 custom code does not run on current transformers (config.json's YaRN does).
+    trust_remote_code: bool = False
     #: transformers backend: ``cpu``, ``cuda``, ``cuda:0`` …
     device: str = "cpu"
     #: Canned answers for the ``fake`` backend (tests, demos without a model).
     fake_responses: list[str] = Field(default_factory=lambda: ["This is a fake answer."])
+
+    @model_validator(mode="after")
+    def _quantized_v_needs_flash_attention(self) -> LLMSettings:
+        if self.kv_cache_type != "f16" and self.flash_attn is False:
+            raise ValueError(
+                f"llm.kv_cache_type = {self.kv_cache_type} needs flash attention (llama.cpp quantizes the V cache "
+                "only with it): set llm.flash_attn = true, or leave it unset"
+            )
+        return self
+
+    @property
+    def use_flash_attn(self) -> bool:
+        """Flash attention as llama.cpp will be asked for it."""
+        return self.flash_attn if self.flash_attn is not None else self.kv_cache_type != "f16"
 
 
 class IngestSettings(BaseModel):
@@ -132,6 +176,14 @@ class RetrievalSettings(BaseModel):
     #: Maximal marginal relevance: prefer chunks that are relevant but not repetitive.
     mmr: bool = False
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: How much of the model's window the retrieved passages may fill: a token count (> 1) or a share of
+    #: n_ctx (0 < x ≤ 1). Hits are taken in rank order, widened with neighbouring chunks and merged until
+    #: the budget is used; ``None`` sends the ``k`` best chunks as they are.
+    context_budget: float | None = Field(default=None, gt=0)
+    #: Chunks of the same document added on each side of a hit (when the budget allows).
+    neighbours: int = Field(default=1, ge=0)
+    #: Send the documents in scope whole when they all fit the budget (what the 16K/64K models are for).
+    whole_documents: bool = True
     #: Folder of a local sentence-transformers CrossEncoder that reorders the candidates (off when unset).
     reranker_path: Path | None = None
     #: How the retrieved chunks reach the model: all in one prompt (``stuff``), one group after another
@@ -206,9 +258,12 @@ class Settings(BaseSettings):
 
 
 def builtin_profiles() -> dict[str, dict[str, Any]]:
-    """Profiles shipped with the package (the Chinese-Alpaca-2 family)."""
+    """Profiles shipped with the package: one per model of the family (``rag models``), plus those in
+    ``rag_app/profiles.toml``."""
+    from rag_app.catalog import catalog_profiles
+
     text = resources.files("rag_app").joinpath("profiles.toml").read_text(encoding="utf-8")
-    return dict(tomllib.loads(text).get("profiles", {}))
+    return catalog_profiles() | dict(tomllib.loads(text).get("profiles", {}))
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:

@@ -81,7 +81,7 @@ def test_env_profile(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAG_PROFILE", "chinese-alpaca-2-16k")
     s = Settings.load()
     assert s.profile == "chinese-alpaca-2-16k"
-    assert s.llm.n_ctx == 16384
+    assert s.llm.model == "chinese-alpaca-2-7b-16k"
 
 
 # --- TOML file -----------------------------------------------------------------------------------
@@ -180,20 +180,29 @@ def test_unknown_nested_key_in_file_is_settings_error(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    ("profile", "prompt_format", "n_ctx", "base_model"),
+    ("profile", "model", "prompt_format", "trained", "base_model"),
     [
-        ("chinese-alpaca-2", "llama2-chat", 4096, False),
-        ("chinese-alpaca-2-16k", "llama2-chat", 16384, False),
-        ("chinese-alpaca-2-64k", "llama2-chat", 65536, False),
-        ("chinese-alpaca", "alpaca", 2048, False),
-        ("chinese-llama-2", "plain", 4096, True),
+        ("chinese-alpaca-2", "chinese-alpaca-2-7b", "llama2-chat", 4096, False),
+        ("chinese-alpaca-2-16k", "chinese-alpaca-2-7b-16k", "llama2-chat", 16384, False),
+        ("chinese-alpaca-2-64k", "chinese-alpaca-2-7b-64k", "llama2-chat", 65536, False),
+        ("chinese-alpaca-2-13b-16k", "chinese-alpaca-2-13b-16k", "llama2-chat", 16384, False),
+        ("chinese-alpaca-2-1.3b-rlhf", "chinese-alpaca-2-1.3b-rlhf", "llama2-chat", 4096, False),
+        ("chinese-alpaca", "chinese-alpaca-7b", "alpaca", 2048, False),
+        ("chinese-alpaca-pro-33b", "chinese-alpaca-pro-33b", "alpaca", 2048, False),
+        ("chinese-llama-2", "chinese-llama-2-7b", "plain", 4096, True),
     ],
 )
-def test_builtin_profiles(profile: str, prompt_format: str, n_ctx: int, base_model: bool) -> None:
+def test_builtin_profiles(profile: str, model: str, prompt_format: str, trained: int, base_model: bool) -> None:
+    from rag_app.catalog import get_model
+
     s = Settings.load(profile=profile)
     assert s.profile == profile
+    assert s.llm.model == model
     assert s.llm.prompt_format == prompt_format
-    assert s.llm.n_ctx == n_ctx
+    # The window is planned at load time: the largest that fits, up to the trained context.
+    assert s.llm.n_ctx == "auto"
+    entry = get_model(model)
+    assert entry is not None and entry.trained_context == trained
     assert s.llm.base_model is base_model
     # RoPE values come from the GGUF for the long-context models: a profile never sets them.
     assert s.llm.rope_freq_base is None
@@ -202,14 +211,14 @@ def test_builtin_profiles(profile: str, prompt_format: str, n_ctx: int, base_mod
 
 
 def test_builtin_profile_names() -> None:
-    assert set(builtin_profiles()) == {
-        "chinese-alpaca-2",
-        "chinese-alpaca-2-16k",
-        "chinese-alpaca-2-64k",
-        "chinese-alpaca",
-        "chinese-llama-2",
-        "fake",
-    }
+    names = set(builtin_profiles())
+    assert {"chinese-alpaca-2", "chinese-alpaca-2-16k", "chinese-alpaca-2-64k", "chinese-alpaca",
+            "chinese-llama-2", "fake"} <= names
+    sizes = {"1.3b", "7b", "13b"}
+    assert {f"chinese-alpaca-2-{s}" for s in sizes} <= names
+    assert {"chinese-alpaca-2-7b-16k", "chinese-alpaca-2-13b-16k", "chinese-alpaca-2-7b-64k"} <= names
+    assert {"chinese-alpaca-2-1.3b-rlhf", "chinese-alpaca-2-7b-rlhf"} <= names
+    assert {f"chinese-alpaca{v}-{s}" for v in ("", "-plus", "-pro") for s in ("7b", "13b", "33b")} <= names
 
 
 def test_fake_profile() -> None:
@@ -299,7 +308,7 @@ def test_nested_kwargs_merge_with_profile() -> None:
     # A nested keyword override sets only its own key; the profile's other llm keys survive.
     s = Settings.load(profile="chinese-alpaca-2", llm={"max_new_tokens": 12})
     assert s.llm.max_new_tokens == 12
-    assert s.llm.n_ctx == 4096
+    assert s.llm.n_ctx == "auto"
     assert s.llm.prompt_format == "llama2-chat"
 
 

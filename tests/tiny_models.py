@@ -7,6 +7,7 @@ character-level one here (a few hundred kB, random weights).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>"]
 CHINESE = "的一是不了人我在有他这中大来上国个到说们为子和你地出道也时年得就那要下以生会自着去之过家学对可她里后小么心多天而能好都然没日于起还发成事只作当想看文无开手十用主行方又如前所本见经头面公同三已老从动两长知民样现分将外但身些与高意进把法此实回二理美点月明其种声全工己话儿者向情部正名定女问力机给等几很业最间新什打便位因重被走电四第门相次东政海口使教西再平真听世气信北少关并内加化由却代军产入先山五太水万市眼体别处总才场师书比住员九笑性通目华报立马命张活难神数件安表原车白应路期叫死常提感金何更反合放做系计或司利受光王果亲界及今京务制解各任至清物台象记边共风战干接它许八特觉望直服毛林题建南度统色字请交爱让认算论百吃义科怎元社术结六功指思非流每青管夫连远资队跟带花快条院变联言权往展该领传近留红治决周保达办运武半候七必城父强步完革深区即求品士转量空甚众技轻程告江语英基派满式李息写呢识极令黄德收脸钱党倒未持取设始版双历越史商千片容研像找友孩站广改议形委早房音火际则首单据导影失拿网香似斯专石若兵弟谁校读志飞观争究包组造落视济喜离虽坏兴切图格包导入文档怎样问答知识库模型"
@@ -48,8 +49,19 @@ LLAMA2_CHAT_TEMPLATE = (
 )
 
 
-def build_tiny_llama(path: Path, *, chat_template: str | None = LLAMA2_CHAT_TEMPLATE, max_positions: int = 512) -> Path:
-    """Save a 2-layer random Llama with a character tokenizer into ``path``."""
+def build_tiny_llama(
+    path: Path,
+    *,
+    chat_template: str | None = LLAMA2_CHAT_TEMPLATE,
+    max_positions: int = 512,
+    rope_scaling: dict[str, Any] | None = None,
+    rope_theta: float = 10000.0,
+) -> Path:
+    """Save a 2-layer random Llama with a character tokenizer into ``path``.
+
+    ``rope_scaling``: transformers' ``rope_scaling`` dict (e.g. ``{"rope_type": "linear", "factor": 4.0}``),
+    as the 16K/64K Chinese-Alpaca-2 models carry it in config.json.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -66,6 +78,8 @@ def build_tiny_llama(path: Path, *, chat_template: str | None = LLAMA2_CHAT_TEMP
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
+        rope_theta=rope_theta,
+        rope_scaling=rope_scaling,
     )
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -33,6 +33,10 @@ def _read_string(fh: BinaryIO) -> str:
     return fh.read(length).decode("utf-8", errors="replace")
 
 
+class _Skipped(int):
+    """An array that was not kept: only its length."""
+
+
 def _read_value(fh: BinaryIO, vtype: int, keep_arrays: bool) -> Any:
     if vtype in _SCALARS:
         return _read(fh, _SCALARS[vtype])
@@ -42,14 +46,18 @@ def _read_value(fh: BinaryIO, vtype: int, keep_arrays: bool) -> Any:
         item_type, count = _read(fh, "<I"), _read(fh, "<Q")
         if not keep_arrays and item_type in _SCALARS:  # skip big arrays (token scores …) quickly
             fh.seek(struct.calcsize(_SCALARS[item_type]) * count, 1)
-            return None
-        items = [_read_value(fh, item_type, keep_arrays) for _ in range(count)]
-        return items if keep_arrays else None
+            return _Skipped(count)
+        if not keep_arrays and item_type == _STRING:
+            for _ in range(count):
+                fh.seek(_read(fh, "<Q"), 1)
+            return _Skipped(count)
+        return [_read_value(fh, item_type, keep_arrays) for _ in range(count)]
     raise GGUFError(f"unknown GGUF value type {vtype}")
 
 
 def read_metadata(path: str | Path, *, keep_arrays: bool = False) -> dict[str, Any]:
-    """All scalar and string metadata of a GGUF file (arrays such as the vocabulary are skipped)."""
+    """All scalar and string metadata of a GGUF file. Arrays such as the vocabulary are skipped unless
+    ``keep_arrays``; their lengths are kept under ``KEY#count`` (the vocabulary size is one)."""
     with open(path, "rb") as fh:
         if fh.read(4) != b"GGUF":
             raise GGUFError(f"{path} is not a GGUF file")
@@ -62,6 +70,8 @@ def read_metadata(path: str | Path, *, keep_arrays: bool = False) -> dict[str, A
         for _ in range(kv_count):
             key = _read_string(fh)
             value = _read_value(fh, _read(fh, "<I"), keep_arrays)
-            if value is not None:
+            if isinstance(value, _Skipped):
+                out[f"{key}#count"] = int(value)
+            else:
                 out[key] = value
         return out

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,9 +18,22 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.outputs import GenerationChunk
 from pydantic import PrivateAttr
 
-from rag_app.errors import MissingDependencyError, ModelNotFoundError
+from rag_app.catalog import get_model
+from rag_app.errors import MissingDependencyError, ModelDoesNotFitError, ModelLoadError, ModelNotFoundError
 from rag_app.llm.base import LocalLLM
 from rag_app.llm.gguf import GGUFError, read_metadata
+from rag_app.llm.modelinfo import ModelInfo, from_gguf, with_catalog
+from rag_app.llm.plan import (
+    Machine,
+    Plan,
+    Window,
+    alternatives,
+    context_limit,
+    largest_fitting_ctx,
+    machine,
+    plan,
+    resolve_window,
+)
 from rag_app.packaged import packaged_file
 
 if TYPE_CHECKING:
@@ -91,28 +105,105 @@ class LlamaCppLLM(LocalLLM):
                 yield chunk
 
 
-def llama_kwargs(settings: LLMSettings, model_path: Path, n_ctx: int) -> dict[str, Any]:
-    """Arguments for ``llama_cpp.Llama``. RoPE values are passed only when a setting overrides them."""
+#: llama.cpp's ggml type codes for the KV cache (``GGML_TYPE_F16``, ``GGML_TYPE_Q8_0``, ``GGML_TYPE_Q4_0``).
+_GGML_KV_TYPES = {"f16": 1, "q8_0": 8, "q4_0": 2}
+
+
+def llama_kwargs(
+    settings: LLMSettings, model_path: Path, n_ctx: int, *, rope_freq_base: float | None = None
+) -> dict[str, Any]:
+    """Arguments for ``llama_cpp.Llama``. n_ctx is always explicit; RoPE values are passed only when a setting
+    (or the NTK extension, through ``rope_freq_base``) overrides the file's."""
     kwargs: dict[str, Any] = {
         "model_path": str(model_path),
         "n_ctx": n_ctx,
+        "n_batch": settings.n_batch,
+        "n_ubatch": settings.n_ubatch,
         "n_gpu_layers": settings.n_gpu_layers,
+        "flash_attn": settings.use_flash_attn,
         "seed": settings.seed,
         "verbose": False,
     }
+    if settings.kv_cache_type != "f16":
+        kwargs["type_k"] = kwargs["type_v"] = _GGML_KV_TYPES[settings.kv_cache_type]
     if settings.n_threads:
         kwargs["n_threads"] = settings.n_threads
-    if settings.rope_freq_base is not None:
-        kwargs["rope_freq_base"] = settings.rope_freq_base
+    base = settings.rope_freq_base if settings.rope_freq_base is not None else rope_freq_base
+    if base is not None:
+        kwargs["rope_freq_base"] = base
     if settings.rope_freq_scale is not None:
         kwargs["rope_freq_scale"] = settings.rope_freq_scale
     return kwargs
 
 
-def trained_context_length(metadata: dict[str, Any]) -> int | None:
-    arch = metadata.get("general.architecture", "llama")
-    value = metadata.get(f"{arch}.context_length")
-    return int(value) if value else None
+@dataclass(frozen=True)
+class LoadPlan:
+    """What loading a GGUF with these settings will do: the file's facts, the window and its memory."""
+
+    path: Path
+    info: ModelInfo
+    window: Window
+    memory: Plan | None
+    #: What would fit instead, when the plan does not.
+    suggestions: tuple[str, ...] = ()
+
+    def check(self, mode: str) -> None:
+        """Raise ModelDoesNotFitError (``mode = "error"``) or log (``"warn"``) when the plan does not fit."""
+        if self.memory is None or self.memory.fits or mode == "off":
+            return
+        message = f"{self.info.name} does not fit this machine: {self.memory.summary()}"
+        if mode == "warn":
+            logger.warning(message)
+            return
+        raise ModelDoesNotFitError(message, hint="; ".join(self.suggestions) or None)
+
+
+def model_path_for(settings: LLMSettings) -> Path:
+    path = Path(settings.model_path).expanduser() if settings.model_path else default_gguf_path()
+    if not path.is_file():
+        raise ModelNotFoundError(f"GGUF model file not found: {path}")
+    return path
+
+
+def plan_load(settings: LLMSettings, host: Machine | None = None) -> LoadPlan:
+    """Read the file's header and plan the window and memory, without loading anything."""
+    path = model_path_for(settings)
+    try:
+        info = with_catalog(from_gguf(path), get_model(settings.model) if settings.model else None)
+    except (OSError, GGUFError) as exc:
+        raise ModelNotFoundError(f"cannot read GGUF model {path}: {exc}") from exc
+    return plan_for(info, settings, host or machine(), path)
+
+
+def plan_for(info: ModelInfo, settings: LLMSettings, host: Machine, path: Path) -> LoadPlan:
+    """The window and memory plan for a model's facts (from its file, or from the catalogue before download)."""
+    entry = get_model(settings.model) if settings.model else None
+    ntk_max = entry.ntk_max_context if entry else None
+    shape, weights = info.shape, info.weights_bytes or 0
+    largest = None
+    if settings.n_ctx == "auto" and shape is not None:
+        limit = context_limit(info.trained_context, settings.context_extension, ntk_max, settings.max_auto_ctx)
+        largest = largest_fitting_ctx(
+            shape, weights, limit, kv_type=settings.kv_cache_type, flash_attn=settings.use_flash_attn,
+            n_ubatch=settings.n_ubatch, n_gpu_layers=settings.n_gpu_layers, host=host,
+        )
+    window = resolve_window(
+        settings.n_ctx, trained=info.trained_context, head_dim=shape.head_dim if shape else None,
+        rope_base=info.rope_base, rope_base_override=settings.rope_freq_base,
+        extension=settings.context_extension, ntk_max=ntk_max, max_auto_ctx=settings.max_auto_ctx,
+        largest_fitting=largest,
+    )
+    if shape is None:
+        return LoadPlan(path=path, info=info, window=window, memory=None)
+    memory = plan(shape, weights, window.n_ctx, kv_type=settings.kv_cache_type, flash_attn=settings.use_flash_attn,
+                  n_ubatch=settings.n_ubatch, n_gpu_layers=settings.n_gpu_layers, host=host)
+    suggestions: tuple[str, ...] = ()
+    if not memory.fits:
+        suggestions = tuple(alternatives(
+            shape, weights, window.n_ctx, kv_type=settings.kv_cache_type, n_ubatch=settings.n_ubatch,
+            n_gpu_layers=settings.n_gpu_layers, host=host,
+        ))
+    return LoadPlan(path=path, info=info, window=window, memory=memory, suggestions=suggestions)
 
 
 def create(settings: LLMSettings) -> LlamaCppLLM:
@@ -120,21 +211,23 @@ def create(settings: LLMSettings) -> LlamaCppLLM:
         import llama_cpp
     except ImportError as exc:
         raise MissingDependencyError(f"the llamacpp backend needs llama-cpp-python: {INSTALL_HINT}") from exc
-    path = Path(settings.model_path).expanduser() if settings.model_path else default_gguf_path()
-    if not path.is_file():
-        raise ModelNotFoundError(f"GGUF model file not found: {path}")
+    load = plan_load(settings)
+    for note in load.window.notes:
+        logger.warning(note)
+    load.check(settings.memory_check)
+    path, n_ctx = load.path, load.window.n_ctx
+    if load.memory is not None:
+        logger.info("loading GGUF %s: %s", path, load.memory.summary())
     try:
-        metadata = read_metadata(path)
-    except (OSError, GGUFError) as exc:
-        raise ModelNotFoundError(f"cannot load GGUF model {path}: {exc}") from exc
-    trained = trained_context_length(metadata)
-    n_ctx = settings.n_ctx or min(trained or 2048, settings.max_auto_ctx)
-    if trained and n_ctx > trained and settings.rope_freq_scale is None:
-        logger.warning("n_ctx %d exceeds the model's trained context %d", n_ctx, trained)
-    logger.info("loading GGUF %s (n_ctx=%d)", path, n_ctx)
-    try:
-        client = llama_cpp.Llama(**llama_kwargs(settings, path, n_ctx))
-    except ValueError as exc:  # llama-cpp-python's "Failed to load model from file"
+        client = llama_cpp.Llama(**llama_kwargs(settings, path, n_ctx, rope_freq_base=load.window.rope_freq_base))
+    except ValueError as exc:
+        if "context" in str(exc).lower():  # the file loaded; the window (KV cache, buffers) did not
+            raise ModelLoadError(
+                f"llama.cpp loaded {path.name} but could not create a context of {n_ctx} tokens "
+                f"(KV cache {settings.kv_cache_type}): {exc}",
+                hint="lower llm.n_ctx (or set it to \"auto\"), or use llm.kv_cache_type = \"q8_0\"; "
+                "`rag doctor` shows the memory plan",
+            ) from exc
         raise ModelNotFoundError(f"llama.cpp cannot load {path}: {exc}") from exc
 
     def token_text(token_id: int) -> str:
@@ -150,8 +243,8 @@ def create(settings: LLMSettings) -> LlamaCppLLM:
         top_p=settings.top_p,
         top_k=settings.top_k,
         repeat_penalty=settings.repeat_penalty,
-        chat_template=metadata.get("tokenizer.chat_template"),
+        chat_template=read_metadata(path).get("tokenizer.chat_template"),
         bos_token=token_text(client.token_bos()),
         eos_token=token_text(client.token_eos()),
-        model_name=str(metadata.get("general.name", path.stem)),
+        model_name=load.info.name,
     )

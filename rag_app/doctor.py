@@ -1,0 +1,181 @@
+"""``rag models`` and ``rag doctor``: what each model needs, and what the current settings will actually do.
+
+Both answer before anything heavy is loaded: the model catalogue and the memory planner work from shapes and
+file headers, so a user learns that a 64K window does not fit *before* waiting for 13 GB to load (or for the
+OOM killer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rag_app.catalog import CATALOG, get_model
+from rag_app.errors import RagError
+from rag_app.llm.plan import Machine, kv_cache_bytes, machine, plan, weights_bytes_for
+
+if TYPE_CHECKING:
+    from rag_app.settings import Settings
+
+#: Weight formats ``rag models`` prices, and the KV cache types.
+QUANTS = ("Q4_K", "Q8_0", "F16")
+KV_TYPES = ("f16", "q8_0")
+
+
+def catalog_rows(host: Machine | None = None) -> list[dict[str, Any]]:
+    """One row per model: its context, RoPE scaling, format, and memory at its trained context."""
+    host = host or machine()
+    rows = []
+    for model in CATALOG.values():
+        n_ctx = model.trained_context
+        weights = {q: weights_bytes_for(model.shape, q) for q in QUANTS}
+        kv = {t: kv_cache_bytes(model.shape, n_ctx, t) for t in KV_TYPES}
+        fits = {
+            f"{q}+{t}": plan(model.shape, weights[q], n_ctx, kv_type=t, flash_attn=t != "f16", host=host).fits
+            for q in QUANTS for t in KV_TYPES
+        }
+        rows.append({
+            "name": model.name,
+            "display": model.display,
+            "trained_context": n_ctx,
+            "rope_scaling": model.rope.type if model.rope.type == "none" else f"{model.rope.type} ×{model.rope.factor:g}",
+            "prompt_format": model.prompt_format,
+            "base_model": model.base_model,
+            "parameters": model.shape.n_params,
+            "layers": model.shape.n_layers,
+            "kv_dim": model.shape.kv_dim,
+            "vocab": model.shape.n_vocab,
+            "weights": weights,
+            "kv_cache": kv,
+            "fits": fits,
+            "notes": model.notes,
+        })
+    return rows
+
+
+def diagnose(
+    settings: Settings,
+    knowledge_bases: list[Any] | None = None,
+    default_embedder: Callable[[], Path] | None = None,
+) -> dict[str, Any]:
+    """What the settings will do on this machine. ``problems`` lists every reason it cannot run.
+
+    ``default_embedder`` locates the packaged embedding model (the service passes ingestion's own locator)."""
+    host = machine()
+    problems: list[str] = []
+    notes: list[str] = []
+    report: dict[str, Any] = {"machine": host.as_dict(), "data_dir": str(settings.data_dir.resolve())}
+    report["llm"] = _llm_report(settings, host, problems, notes)
+    report["embedding"] = _embedding_report(settings, problems, default_embedder)
+    report["knowledge_bases"] = [
+        {"name": kb.name, "chunks": kb.chunks, "embedder": getattr(kb, "embedder", None)}
+        for kb in (knowledge_bases or [])
+    ]
+    report["notes"] = notes
+    report["problems"] = problems
+    report["ok"] = not problems
+    return report
+
+
+def _llm_report(settings: Settings, host: Machine, problems: list[str], notes: list[str]) -> dict[str, Any]:
+    conf = settings.llm
+    entry = get_model(conf.model) if conf.model else None
+    out: dict[str, Any] = {
+        "backend": conf.backend,
+        "catalog_model": entry.display if entry else None,
+        "prompt_format": conf.prompt_format,
+        "n_ctx_setting": conf.n_ctx,
+        "context_extension": conf.context_extension,
+    }
+    if entry and entry.base_model:
+        notes.append(f"{entry.display} is a base model: it continues text rather than answering; use an Alpaca model")
+    if conf.backend == "llamacpp":
+        from rag_app.llm.llamacpp import plan_load
+
+        out |= {"kv_cache_type": conf.kv_cache_type, "flash_attn": conf.use_flash_attn,
+                "n_batch": conf.n_batch, "n_ubatch": conf.n_ubatch, "n_gpu_layers": conf.n_gpu_layers}
+        try:
+            load = plan_load(conf, host)
+        except RagError as exc:
+            problems.append(exc.friendly())
+            if entry is None:
+                return out
+            # No file yet: plan from the catalogue, as the Q4_K download would be.
+            from rag_app.llm.llamacpp import plan_for
+            from rag_app.llm.modelinfo import from_catalog
+
+            info = replace(from_catalog(entry), weights_bytes=weights_bytes_for(entry.shape, "Q4_K"), quantization="Q4_K")
+            load = plan_for(info, conf, host, Path(str(conf.model_path)))
+        if entry is not None and load.info.source == "gguf" and load.info.shape not in (None, entry.shape):
+            notes.append(f"the file ({load.info.name}) is not shaped like the profile's {entry.display}: "
+                         "check llm.model_path / the profile")
+        out |= {"model_file": str(load.path), "model": load.info.as_dict(), "n_ctx": load.window.n_ctx,
+                "rope_freq_base_used": load.window.rope_freq_base or load.info.rope_base}
+        notes.extend(load.window.notes)
+        if load.memory is not None:
+            out["memory"] = load.memory.as_dict()
+            if not load.memory.fits and conf.memory_check == "error":
+                problems.append(f"{load.info.name} does not fit: {load.memory.summary()} — "
+                                + "; ".join(load.suggestions))
+        try:
+            import llama_cpp  # noqa: F401
+        except ImportError:
+            from rag_app.llm.llamacpp import INSTALL_HINT
+
+            problems.append(f"llama-cpp-python is not installed: {INSTALL_HINT}")
+    elif conf.backend == "transformers":
+        out |= _transformers_report(settings, host, problems)
+    return out
+
+
+def _transformers_report(settings: Settings, host: Machine, problems: list[str]) -> dict[str, Any]:
+    from rag_app.llm.gguf import GGUFError
+    from rag_app.llm.modelinfo import from_hf_folder
+
+    conf = settings.llm
+    out: dict[str, Any] = {"dtype": conf.dtype, "device": conf.device, "device_map": conf.device_map,
+                           "quantization": conf.quantization, "attn_implementation": conf.attn_implementation}
+    if conf.model_path is None or not Path(conf.model_path).expanduser().is_dir():
+        problems.append(f"model folder not found: {conf.model_path} — set llm.model_path to a local folder")
+        return out
+    try:
+        info = from_hf_folder(Path(conf.model_path).expanduser())
+    except GGUFError as exc:
+        problems.append(str(exc))
+        return out
+    out |= {"model_file": str(conf.model_path), "model": info.as_dict()}
+    if info.shape is not None:
+        n_ctx = conf.n_ctx if isinstance(conf.n_ctx, int) else min(info.trained_context or 2048, conf.max_auto_ctx)
+        bytes_per = {"float32": 4, "auto": 2, "bfloat16": 2, "float16": 2}[conf.dtype]
+        if conf.quantization != "none":
+            bytes_per = 1 if conf.quantization == "8bit" else 0.5  # type: ignore[assignment]
+        weights = int(info.shape.n_params * bytes_per)
+        memory = plan(info.shape, weights, n_ctx, kv_type="f32" if conf.dtype == "float32" else "f16",
+                      flash_attn=True, host=host)
+        out |= {"n_ctx": n_ctx, "memory": memory.as_dict()}
+        if not memory.fits and conf.memory_check == "error":
+            problems.append(f"{info.name} does not fit: {memory.summary()}")
+    return out
+
+
+def _embedding_report(
+    settings: Settings, problems: list[str], default_embedder: Callable[[], Path] | None
+) -> dict[str, Any]:
+    conf = settings.embedding
+    out: dict[str, Any] = {"backend": conf.backend, "device": conf.device}
+    if conf.backend == "fake":
+        return out
+    if conf.model_path is not None:
+        path = Path(conf.model_path).expanduser()
+        out["model"] = str(path)
+        if not path.is_dir():
+            problems.append(f"embedding model folder not found: {path}")
+        return out
+    if default_embedder is not None:
+        try:
+            out["model"] = str(default_embedder())
+        except RagError as exc:
+            problems.append(exc.friendly())
+    return out
