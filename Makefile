@@ -8,6 +8,15 @@ STAMP  := $(VENV)/.installed
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX   ?=
 TORCH_ARGS    := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
+# llama-cpp-python compiles llama.cpp from source. Not with -march=native: on CPUs that advertise AMX (Intel
+# Sapphire Rapids and later), ggml's AMX kernels die with SIGILL inside some virtual machines, and a native build
+# does not run on an older CPU that later shares the pip cache. AVX2 runs on every x86-64 CPU of the last decade.
+# The wheel is built once into a wheelhouse named after the version and flags (kept outside the repo, so fresh
+# clones and CI reuse it); other CPUs: make install LLAMA_CMAKE_ARGS="-DGGML_NATIVE=ON" LLAMA_FLAVOUR=native
+LLAMA_CPP_VERSION ?= 0.3.36
+LLAMA_FLAVOUR     ?= avx2
+LLAMA_CMAKE_ARGS  ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+WHEELHOUSE        ?= $(HOME)/.cache/rag-app/wheels/llama-cpp-$(LLAMA_CPP_VERSION)-$(LLAMA_FLAVOUR)
 SAMPLES ?= samples/guide
 HOST    ?= localhost
 PORT    ?= 8501
@@ -18,8 +27,11 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install $(TORCH_ARGS) torch==$(TORCH_VERSION)
-	# llama-cpp-python compiles from source the first time (about 11 minutes on 2 cores), then comes from pip's cache.
-	$(BIN)/python -m pip install -e '.[all,dev]'
+	# llama-cpp-python compiles from source the first time (about 11 minutes on 2 cores), then comes from the wheelhouse.
+	ls $(WHEELHOUSE)/llama_cpp_python-$(LLAMA_CPP_VERSION)-*.whl >/dev/null 2>&1 || \
+		CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/python -m pip wheel --no-deps --no-cache-dir \
+		--no-binary llama-cpp-python llama-cpp-python==$(LLAMA_CPP_VERSION) -w $(WHEELHOUSE)
+	$(BIN)/python -m pip install --find-links $(WHEELHOUSE) -e '.[all,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -217,3 +217,33 @@ def test_planner_kv_figure_matches_llama_cpp(gguf: Path, n_ctx: int, kv: str) ->
     ours = kv_cache_bytes(shape, n_ctx, kv) / MIB
     theirs = _llama_cpp_kv_mib(gguf, n_ctx, kv)
     assert ours == pytest.approx(theirs, rel=0.01), f"planner {ours:.2f} MiB vs llama.cpp {theirs:.2f} MiB"
+
+
+def test_ntk_extension_reaches_llama_cpp(gguf: Path) -> None:
+    pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
+    from rag_app.llm import create_llm, llamacpp
+
+    settings = LLMSettings(n_ctx=16384, context_extension="ntk", max_new_tokens=4, temperature=0.0)
+    load = llamacpp.plan_load(settings)
+    expected = 100000.0 * 3 ** (64 / 62)  # SmolLM2: trained 8192, head dim 64, base 1e5; alpha = 3
+    assert load.window.rope_freq_base == pytest.approx(expected)
+    kwargs = llamacpp.llama_kwargs(settings, load.path, load.window.n_ctx, rope_freq_base=load.window.rope_freq_base)
+    assert kwargs["rope_freq_base"] == pytest.approx(expected) and "rope_freq_scale" not in kwargs
+    llm = create_llm(settings)
+    try:
+        assert llm.context_window == 16384
+        assert llm.client.context_params.rope_freq_base == pytest.approx(expected, rel=1e-6)  # type: ignore[attr-defined]
+    finally:
+        llm.client.close()  # type: ignore[attr-defined]
+    # Inside the trained window nothing changes: the file's base stays.
+    assert llamacpp.plan_load(LLMSettings(n_ctx=4096, context_extension="ntk")).window.rope_freq_base is None
+
+
+def test_kv_type_and_flash_attention_reach_llama_cpp(gguf: Path) -> None:
+    from rag_app.llm import llamacpp
+
+    kw = llamacpp.llama_kwargs(LLMSettings(kv_cache_type="q8_0", n_batch=256, n_ubatch=128), gguf, 2048)
+    assert (kw["type_k"], kw["type_v"], kw["flash_attn"]) == (8, 8, True)
+    assert (kw["n_ctx"], kw["n_batch"], kw["n_ubatch"]) == (2048, 256, 128)
+    plain = llamacpp.llama_kwargs(LLMSettings(), gguf, 2048)
+    assert "type_k" not in plain and plain["flash_attn"] is False and "rope_freq_base" not in plain
