@@ -7,6 +7,7 @@ OOM killer).
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from rag_app.catalog import CATALOG, get_model
 from rag_app.errors import RagError
-from rag_app.llm.plan import Machine, kv_cache_bytes, machine, plan, weights_bytes_for
+from rag_app.llm.plan import LoadPlan, Machine, kv_cache_bytes, machine, plan, plan_for, weights_bytes_for
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
@@ -103,60 +104,48 @@ def _llm_report(settings: Settings, host: Machine, problems: list[str], notes: l
             if entry is None:
                 return out
             # No file yet: plan from the catalogue, as the Q4_K download would be.
-            from rag_app.llm.llamacpp import plan_for
             from rag_app.llm.modelinfo import from_catalog
 
             info = replace(from_catalog(entry), weights_bytes=weights_bytes_for(entry.shape, "Q4_K"), quantization="Q4_K")
-            load = plan_for(info, conf, host, Path(str(conf.model_path)))
+            load = plan_for(info, conf, host, Path(str(conf.model_path)), kv_type=conf.kv_cache_type,
+                            flash_attn=conf.use_flash_attn)
         if entry is not None and load.info.source == "gguf" and load.info.shape not in (None, entry.shape):
             notes.append(f"the file ({load.info.name}) is not shaped like the profile's {entry.display}: "
                          "check llm.model_path / the profile")
-        out |= {"model_file": str(load.path), "model": load.info.as_dict(), "n_ctx": load.window.n_ctx,
-                "rope_freq_base_used": load.window.rope_freq_base or load.info.rope_base}
-        notes.extend(load.window.notes)
-        if load.memory is not None:
-            out["memory"] = load.memory.as_dict()
-            if not load.memory.fits and conf.memory_check == "error":
-                problems.append(f"{load.info.name} does not fit: {load.memory.summary()} — "
-                                + "; ".join(load.suggestions))
-        try:
-            import llama_cpp  # noqa: F401
-        except ImportError:
+        out |= _load_report(load, conf.memory_check, problems, notes)
+        if importlib.util.find_spec("llama_cpp") is None:
             from rag_app.llm.llamacpp import INSTALL_HINT
 
             problems.append(f"llama-cpp-python is not installed: {INSTALL_HINT}")
     elif conf.backend == "transformers":
-        out |= _transformers_report(settings, host, problems)
+        out |= _transformers_report(settings, host, problems, notes)
     return out
 
 
-def _transformers_report(settings: Settings, host: Machine, problems: list[str]) -> dict[str, Any]:
-    from rag_app.llm.gguf import GGUFError
-    from rag_app.llm.modelinfo import from_hf_folder
+def _transformers_report(settings: Settings, host: Machine, problems: list[str], notes: list[str]) -> dict[str, Any]:
+    from rag_app.llm.hf import plan_load
 
     conf = settings.llm
     out: dict[str, Any] = {"dtype": conf.dtype, "device": conf.device, "device_map": conf.device_map,
                            "quantization": conf.quantization, "attn_implementation": conf.attn_implementation}
-    if conf.model_path is None or not Path(conf.model_path).expanduser().is_dir():
-        problems.append(f"model folder not found: {conf.model_path} — set llm.model_path to a local folder")
-        return out
     try:
-        info = from_hf_folder(Path(conf.model_path).expanduser())
-    except GGUFError as exc:
-        problems.append(str(exc))
+        load, dtype = plan_load(conf, host)
+    except RagError as exc:
+        problems.append(exc.friendly())
         return out
-    out |= {"model_file": str(conf.model_path), "model": info.as_dict()}
-    if info.shape is not None:
-        n_ctx = conf.n_ctx if isinstance(conf.n_ctx, int) else min(info.trained_context or 2048, conf.max_auto_ctx)
-        bytes_per = {"float32": 4, "auto": 2, "bfloat16": 2, "float16": 2}[conf.dtype]
-        if conf.quantization != "none":
-            bytes_per = 1 if conf.quantization == "8bit" else 0.5  # type: ignore[assignment]
-        weights = int(info.shape.n_params * bytes_per)
-        memory = plan(info.shape, weights, n_ctx, kv_type="f32" if conf.dtype == "float32" else "f16",
-                      flash_attn=True, host=host)
-        out |= {"n_ctx": n_ctx, "memory": memory.as_dict()}
-        if not memory.fits and conf.memory_check == "error":
-            problems.append(f"{info.name} does not fit: {memory.summary()}")
+    out |= {"dtype": dtype}
+    return out | _load_report(load, conf.memory_check, problems, notes)
+
+
+def _load_report(load: LoadPlan, memory_check: str, problems: list[str], notes: list[str]) -> dict[str, Any]:
+    """The part of the report both backends share: the file as read, the window, the memory plan."""
+    out: dict[str, Any] = {"model_file": str(load.path), "model": load.info.as_dict(), "n_ctx": load.window.n_ctx,
+                           "rope_freq_base_used": load.window.rope_freq_base or load.info.rope_base}
+    notes.extend(load.window.notes)
+    if load.memory is not None:
+        out["memory"] = load.memory.as_dict()
+        if not load.memory.fits and memory_check == "error":
+            problems.append(f"{load.info.name} does not fit: {load.memory.summary()} — " + "; ".join(load.suggestions))
     return out
 
 

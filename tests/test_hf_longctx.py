@@ -280,9 +280,13 @@ def test_auto_dtype_on_cpu(
 ) -> None:
     import torch
 
+    from rag_app.llm.plan import Machine
+
+    room = memory if memory is not None else 2**40
     monkeypatch.setattr(hf, "_cpu_has_native_bf16", lambda: native_bf16)
-    monkeypatch.setattr(hf, "_available_memory", lambda: memory)  # 100 kB: the tiny model (226 kB) won't fit
-    llm = load(models["plain"], dtype="auto")
+    # 100 kB: the tiny model (226 kB) won't fit in float32 (nor at all: the memory check is off for this one)
+    monkeypatch.setattr(hf, "machine", lambda: Machine(ram_total=room, ram_available=room, cpus=2))
+    llm = load(models["plain"], dtype="auto", memory_check="off")
     assert llm.model.dtype == getattr(torch, expected)
 
 
@@ -335,3 +339,19 @@ def test_long_context_model_generates_through_create_llm(models: dict[str, Path]
     text = llm.invoke(prompt)
     assert isinstance(text, str) and text
     assert text == llm.invoke(prompt)  # greedy: repeatable
+
+
+def test_memory_is_planned_before_loading(models: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from rag_app.errors import ModelDoesNotFitError
+    from rag_app.llm.plan import Machine
+
+    settings = LLMSettings(backend="transformers", model_path=models["plain"], dtype="float32", n_ctx="auto")
+    load_plan, dtype = hf.plan_load(settings)
+    assert dtype == "float32" and load_plan.info.source == "config.json"
+    assert load_plan.memory is not None and load_plan.memory.fits and load_plan.memory.kv_type == "f32"
+    shape = load_plan.info.shape
+    assert shape is not None and load_plan.memory.weights == shape.n_params * 4
+    tiny = Machine(ram_total=10**6, ram_available=10**6, cpus=2)
+    monkeypatch.setattr(hf, "machine", lambda: tiny)
+    with pytest.raises(ModelDoesNotFitError, match="does not fit this machine"):
+        load(models["plain"], n_ctx=256)

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,11 +21,12 @@ from langchain_core.callbacks import CallbackManagerForLLMRun
 from langchain_core.outputs import GenerationChunk
 from pydantic import PrivateAttr
 
-from rag_app.catalog import RopeScaling
+from rag_app.catalog import RopeScaling, get_model
 from rag_app.errors import MissingDependencyError, ModelNotFoundError, SettingsError
 from rag_app.llm.base import LocalLLM
-from rag_app.llm.modelinfo import effective_context
-from rag_app.llm.plan import ntk_rope_base
+from rag_app.llm.gguf import GGUFError
+from rag_app.llm.modelinfo import effective_context, from_hf_folder, with_catalog
+from rag_app.llm.plan import LoadPlan, Machine, machine, ntk_rope_base, plan_for
 
 if TYPE_CHECKING:
     from rag_app.settings import LLMSettings
@@ -221,29 +223,13 @@ def _cpu_has_native_bf16() -> bool:
     return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in probes)
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory available to a new process (MemAvailable on Linux), ``None`` if unknown."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as fh:
-            for line in fh:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return None
-
-
 def _float32_fits(path: Path, config: Any) -> bool:
     """Whether the model's weights in float32 take at most 80 % of the available memory."""
     files = list(path.glob("*.safetensors")) or list(path.glob("*.bin"))
     stored = str(getattr(config, "dtype", None) or "float16").removeprefix("torch.")
     stored_bytes = {"float32": 4, "float64": 8}.get(stored, 2)
     fp32_bytes = sum(f.stat().st_size for f in files) * 4 / stored_bytes
-    available = _available_memory()
-    return available is None or fp32_bytes <= 0.8 * available
+    return fp32_bytes <= 0.8 * machine().ram_available
 
 
 def _dtype_for(settings: LLMSettings, path: Path, config: Any) -> str:
@@ -329,6 +315,47 @@ def _load_kwargs(settings: LLMSettings, dtype: str) -> dict[str, Any]:
     return kwargs
 
 
+#: Bytes per weight as loaded, by dtype / quantization.
+_WEIGHT_BYTES = {"float32": 4.0, "bfloat16": 2.0, "float16": 2.0, "8bit": 1.0, "4bit": 0.5}
+
+
+def model_folder_for(settings: LLMSettings) -> Path:
+    if settings.model_path is None:
+        raise ModelNotFoundError("the transformers backend needs llm.model_path (a local model folder)")
+    path = Path(settings.model_path).expanduser()
+    if not path.is_dir():
+        raise ModelNotFoundError(f"model folder not found: {path}")
+    return path
+
+
+def plan_load(settings: LLMSettings, host: Machine | None = None, config: Any = None) -> tuple[LoadPlan, str]:
+    """The window and memory this folder needs at the dtype it will load in, before loading: weights
+    (parameters × bytes per weight), KV cache in the weights' precision, buffers. Returns the plan and the dtype."""
+    from transformers import AutoConfig
+
+    path = model_folder_for(settings)
+    if config is None:
+        try:
+            config = AutoConfig.from_pretrained(str(path), local_files_only=True,
+                                                trust_remote_code=settings.trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise ModelNotFoundError(f"cannot load model from {path}: {exc}") from exc
+    try:
+        info = with_catalog(from_hf_folder(path), get_model(settings.model) if settings.model else None)
+    except GGUFError as exc:
+        raise ModelNotFoundError(str(exc)) from exc
+    dtype = _dtype_for(settings, path, config)
+    if info.shape is not None:
+        per_weight = _WEIGHT_BYTES[settings.quantization if settings.quantization != "none" else dtype]
+        info = replace(info, weights_bytes=int(info.shape.n_params * per_weight))
+    on_gpu = settings.device.startswith("cuda") or bool(settings.device_map)
+    load = plan_for(
+        info, settings, host or machine(), path, kv_type="f32" if dtype == "float32" else "f16",
+        flash_attn=settings.attn_implementation != "eager", n_gpu_layers=-1 if on_gpu else 0,
+    )
+    return load, dtype
+
+
 def create(settings: LLMSettings) -> TransformersLLM:
     try:
         import torch
@@ -337,11 +364,7 @@ def create(settings: LLMSettings) -> TransformersLLM:
         raise MissingDependencyError(
             "the transformers backend needs torch and transformers: pip install torch==2.13.0 transformers"
         ) from exc
-    if settings.model_path is None:
-        raise ModelNotFoundError("the transformers backend needs llm.model_path (a local model folder)")
-    path = Path(settings.model_path).expanduser()
-    if not path.is_dir():
-        raise ModelNotFoundError(f"model folder not found: {path}")
+    path = model_folder_for(settings)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.manual_seed(settings.seed)
     remote = {"local_files_only": True, "trust_remote_code": settings.trust_remote_code}
@@ -350,10 +373,10 @@ def create(settings: LLMSettings) -> TransformersLLM:
     except (OSError, ValueError) as exc:
         raise ModelNotFoundError(f"cannot load model from {path}: {exc}") from exc
     trained = trained_context(config)
-    # "auto" is refined by the memory planner before it reaches a backend; here it means what None means.
-    n_ctx = settings.n_ctx if isinstance(settings.n_ctx, int) else min(trained, settings.max_auto_ctx)
+    load, dtype = plan_load(settings, config=config)
+    load.check(settings.memory_check)
+    n_ctx = load.window.n_ctx  # "auto": the largest window that fits, as for llama.cpp
     extend_context(config, n_ctx, settings.context_extension)
-    dtype = _dtype_for(settings, path, config)
     kwargs = _load_kwargs(settings, dtype)
     logger.info("loading %s (dtype=%s, n_ctx=%d, trained context %d)", path, dtype, n_ctx, trained)
     try:

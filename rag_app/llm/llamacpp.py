@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,21 +18,11 @@ from langchain_core.outputs import GenerationChunk
 from pydantic import PrivateAttr
 
 from rag_app.catalog import get_model
-from rag_app.errors import MissingDependencyError, ModelDoesNotFitError, ModelLoadError, ModelNotFoundError
+from rag_app.errors import MissingDependencyError, ModelLoadError, ModelNotFoundError
 from rag_app.llm.base import LocalLLM
 from rag_app.llm.gguf import GGUFError, read_metadata
-from rag_app.llm.modelinfo import ModelInfo, from_gguf, with_catalog
-from rag_app.llm.plan import (
-    Machine,
-    Plan,
-    Window,
-    alternatives,
-    context_limit,
-    largest_fitting_ctx,
-    machine,
-    plan,
-    resolve_window,
-)
+from rag_app.llm.modelinfo import from_gguf, with_catalog
+from rag_app.llm.plan import LoadPlan, Machine, machine, plan_for
 from rag_app.packaged import packaged_file
 
 if TYPE_CHECKING:
@@ -136,28 +125,6 @@ def llama_kwargs(
     return kwargs
 
 
-@dataclass(frozen=True)
-class LoadPlan:
-    """What loading a GGUF with these settings will do: the file's facts, the window and its memory."""
-
-    path: Path
-    info: ModelInfo
-    window: Window
-    memory: Plan | None
-    #: What would fit instead, when the plan does not.
-    suggestions: tuple[str, ...] = ()
-
-    def check(self, mode: str) -> None:
-        """Raise ModelDoesNotFitError (``mode = "error"``) or log (``"warn"``) when the plan does not fit."""
-        if self.memory is None or self.memory.fits or mode == "off":
-            return
-        message = f"{self.info.name} does not fit this machine: {self.memory.summary()}"
-        if mode == "warn":
-            logger.warning(message)
-            return
-        raise ModelDoesNotFitError(message, hint="; ".join(self.suggestions) or None)
-
-
 def model_path_for(settings: LLMSettings) -> Path:
     path = Path(settings.model_path).expanduser() if settings.model_path else default_gguf_path()
     if not path.is_file():
@@ -172,38 +139,8 @@ def plan_load(settings: LLMSettings, host: Machine | None = None) -> LoadPlan:
         info = with_catalog(from_gguf(path), get_model(settings.model) if settings.model else None)
     except (OSError, GGUFError) as exc:
         raise ModelNotFoundError(f"cannot read GGUF model {path}: {exc}") from exc
-    return plan_for(info, settings, host or machine(), path)
-
-
-def plan_for(info: ModelInfo, settings: LLMSettings, host: Machine, path: Path) -> LoadPlan:
-    """The window and memory plan for a model's facts (from its file, or from the catalogue before download)."""
-    entry = get_model(settings.model) if settings.model else None
-    ntk_max = entry.ntk_max_context if entry else None
-    shape, weights = info.shape, info.weights_bytes or 0
-    largest = None
-    if settings.n_ctx == "auto" and shape is not None:
-        limit = context_limit(info.trained_context, settings.context_extension, ntk_max, settings.max_auto_ctx)
-        largest = largest_fitting_ctx(
-            shape, weights, limit, kv_type=settings.kv_cache_type, flash_attn=settings.use_flash_attn,
-            n_ubatch=settings.n_ubatch, n_gpu_layers=settings.n_gpu_layers, host=host,
-        )
-    window = resolve_window(
-        settings.n_ctx, trained=info.trained_context, head_dim=shape.head_dim if shape else None,
-        rope_base=info.rope_base, rope_base_override=settings.rope_freq_base,
-        extension=settings.context_extension, ntk_max=ntk_max, max_auto_ctx=settings.max_auto_ctx,
-        largest_fitting=largest,
-    )
-    if shape is None:
-        return LoadPlan(path=path, info=info, window=window, memory=None)
-    memory = plan(shape, weights, window.n_ctx, kv_type=settings.kv_cache_type, flash_attn=settings.use_flash_attn,
-                  n_ubatch=settings.n_ubatch, n_gpu_layers=settings.n_gpu_layers, host=host)
-    suggestions: tuple[str, ...] = ()
-    if not memory.fits:
-        suggestions = tuple(alternatives(
-            shape, weights, window.n_ctx, kv_type=settings.kv_cache_type, n_ubatch=settings.n_ubatch,
-            n_gpu_layers=settings.n_gpu_layers, host=host,
-        ))
-    return LoadPlan(path=path, info=info, window=window, memory=memory, suggestions=suggestions)
+    return plan_for(info, settings, host or machine(), path, kv_type=settings.kv_cache_type,
+                    flash_attn=settings.use_flash_attn)
 
 
 def create(settings: LLMSettings) -> LlamaCppLLM:

@@ -9,14 +9,22 @@ the planner says so in one line with the numbers and what would fit instead.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from rag_app.catalog import Shape
+from rag_app.catalog import Shape, get_model
+from rag_app.errors import ModelDoesNotFitError
+
+if TYPE_CHECKING:
+    from rag_app.llm.modelinfo import ModelInfo
+    from rag_app.settings import LLMSettings
+
+logger = logging.getLogger(__name__)
 
 KVType = Literal["f16", "q8_0", "q4_0", "f32", "bf16"]
 
@@ -326,3 +334,64 @@ def resolve_window(
                 "(set llm.context_extension = \"ntk\" to extend it the model family's way)"
             )
     return Window(n_ctx=n_ctx, rope_freq_base=freq_base, notes=tuple(notes))
+
+
+# --- a whole load: the model's facts, its window, its memory -----------------------------------------------
+
+
+@dataclass(frozen=True)
+class LoadPlan:
+    """What loading a GGUF with these settings will do: the file's facts, the window and its memory."""
+
+    path: Path
+    info: ModelInfo
+    window: Window
+    memory: Plan | None
+    #: What would fit instead, when the plan does not.
+    suggestions: tuple[str, ...] = ()
+
+    def check(self, mode: str) -> None:
+        """Raise ModelDoesNotFitError (``mode = "error"``) or log (``"warn"``) when the plan does not fit."""
+        if self.memory is None or self.memory.fits or mode == "off":
+            return
+        message = f"{self.info.name} does not fit this machine: {self.memory.summary()}"
+        if mode == "warn":
+            logger.warning(message)
+            return
+        raise ModelDoesNotFitError(message, hint="; ".join(self.suggestions) or None)
+
+
+def plan_for(
+    info: ModelInfo, settings: LLMSettings, host: Machine, path: Path, *, kv_type: str, flash_attn: bool,
+    n_gpu_layers: int | None = None,
+) -> LoadPlan:
+    """The window and memory plan for a model's facts (from its file, or from the catalogue before download),
+    with the KV cache's element type and whether attention scores are materialised (no flash attention)."""
+    entry = get_model(settings.model) if settings.model else None
+    gpu_layers = settings.n_gpu_layers if n_gpu_layers is None else n_gpu_layers
+    ntk_max = entry.ntk_max_context if entry else None
+    shape, weights = info.shape, info.weights_bytes or 0
+    largest = None
+    if settings.n_ctx == "auto" and shape is not None:
+        limit = context_limit(info.trained_context, settings.context_extension, ntk_max, settings.max_auto_ctx)
+        largest = largest_fitting_ctx(
+            shape, weights, limit, kv_type=kv_type, flash_attn=flash_attn,
+            n_ubatch=settings.n_ubatch, n_gpu_layers=gpu_layers, host=host,
+        )
+    window = resolve_window(
+        settings.n_ctx, trained=info.trained_context, head_dim=shape.head_dim if shape else None,
+        rope_base=info.rope_base, rope_base_override=settings.rope_freq_base,
+        extension=settings.context_extension, ntk_max=ntk_max, max_auto_ctx=settings.max_auto_ctx,
+        largest_fitting=largest,
+    )
+    if shape is None:
+        return LoadPlan(path=path, info=info, window=window, memory=None)
+    memory = plan(shape, weights, window.n_ctx, kv_type=kv_type, flash_attn=flash_attn,
+                  n_ubatch=settings.n_ubatch, n_gpu_layers=gpu_layers, host=host)
+    suggestions: tuple[str, ...] = ()
+    if not memory.fits:
+        suggestions = tuple(alternatives(
+            shape, weights, window.n_ctx, kv_type=kv_type, n_ubatch=settings.n_ubatch,
+            n_gpu_layers=gpu_layers, host=host,
+        ))
+    return LoadPlan(path=path, info=info, window=window, memory=memory, suggestions=suggestions)
