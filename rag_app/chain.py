@@ -1,24 +1,37 @@
 """The retrieval chain: question (+ history) → standalone question → chunks → prompt that fits → answer.
 
 ``build_rag_chain(settings)`` returns an LCEL Runnable. Input: a question string, or
-``{"question": str, "chat_history": [(user, assistant), …]}``. Output:
-``{"question", "answer", "sources", "context"}`` where ``sources`` are numbered like the answer's [1], [2]
-citations. ``.stream()`` yields ``sources`` first, then the answer text piece by piece under ``"answer"``.
+``{"question": str, "chat_history": [(user, assistant), …], "documents": [source, …]}`` (``documents``,
+optional: answer from these documents only). With ``retrieval.context_budget`` set, the chunks are widened
+and merged into passages that fill that much of the window (:mod:`rag_app.context`). Output:
+``{"question", "answer", "sources", "context", "grounding"}`` where ``sources`` are numbered like the answer's
+[1], [2] citations, each marked ``cited`` when the answer cites it, and ``grounding`` is the support check
+(:mod:`rag_app.support`: how much of the answer its cited sources back; citations of sources that do not
+exist are taken out of the answer). ``.stream()`` yields ``sources`` first, then the answer text piece by
+piece under ``"answer"``, then one ``{"grounding": …}`` chunk (its ``cited`` says which sources are cited).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypedDict
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 from langchain_core.messages import BaseMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable, RunnableLambda, RunnablePassthrough
+from langchain_core.runnables import Runnable, RunnableConfig, RunnableLambda, RunnablePassthrough
 
+from rag_app.context import (
+    SCOPED_CANDIDATES,
+    ContextAssembler,
+    budget_tokens,
+    candidates,
+    in_scope,
+    resolve_scope,
+)
 from rag_app.errors import RagError
 from rag_app.llm.base import TokenAwareLLM
 from rag_app.prompting import (
@@ -32,6 +45,7 @@ from rag_app.prompting import (
     refine_instruction,
     source_label,
 )
+from rag_app.support import SupportCheck
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
@@ -48,7 +62,7 @@ class ContextOverflowError(RagError):
 
 
 class Source(TypedDict):
-    """One cited chunk: ``[index]`` in the answer refers to it."""
+    """One retrieved chunk: ``[index]`` in the answer refers to it."""
 
     index: int
     source: str
@@ -57,6 +71,8 @@ class Source(TypedDict):
     label: str
     snippet: str
     score: float | None
+    #: The answer cites it (set by the support check; in a stream, see ``grounding["cited"]``).
+    cited: NotRequired[bool]
 
 
 def to_sources(docs: Sequence[Document]) -> list[Source]:
@@ -208,9 +224,17 @@ class PromptBuilder:
 
 
 def build_chain(
-    llm: TokenAwareLLM, retriever: BaseRetriever, chat_format: ChatFormat, *, chain_type: ChainType = "stuff"
+    llm: TokenAwareLLM,
+    retriever: BaseRetriever,
+    chat_format: ChatFormat,
+    *,
+    chain_type: ChainType = "stuff",
+    assembler: ContextAssembler | None = None,
 ) -> Runnable[Any, dict[str, Any]]:
     """Wire the chain from parts (the seam tests use with fakes).
+
+    ``assembler``: turns the retriever's hits into passages that fill its token budget (``None``: the hits
+    as they are).
 
     ``chain_type``: ``stuff`` puts the chunks that fit into one prompt (lowest-ranked dropped first);
     ``refine`` answers from the first group of chunks and improves the answer group by group; ``map_reduce``
@@ -221,10 +245,36 @@ def build_chain(
 
     def normalize(inp: Any) -> dict[str, Any]:
         if isinstance(inp, str):
-            return {"question": inp, "chat_history": []}
+            return {"question": inp, "chat_history": [], "documents": None}
         if isinstance(inp, dict) and isinstance(inp.get("question"), str):
-            return {"question": inp["question"], "chat_history": normalize_history(inp.get("chat_history"))}
+            documents = inp.get("documents")
+            if isinstance(documents, str) or not all(isinstance(d, str) for d in documents or ()):
+                raise TypeError("'documents' must be a list of sources")
+            return {
+                "question": inp["question"],
+                "chat_history": normalize_history(inp.get("chat_history")),
+                "documents": list(documents) if documents else None,
+            }
         raise TypeError("input must be a question string or {'question': str, 'chat_history': [...]}")
+
+    kb = getattr(retriever, "knowledge_base", None)
+    scoped_retriever = _widened(retriever, SCOPED_CANDIDATES)
+    k = getattr(retriever, "k", None)
+
+    def context(state: dict[str, Any], config: RunnableConfig) -> list[Document]:
+        """The retriever's hits (only the selected documents' when there is a selection), or the passages
+        the assembler makes of them within what the window leaves after instruction and history."""
+        question = state["standalone_question"]
+        scope = resolve_scope(kb, state["documents"])
+        hits = (scoped_retriever if scope else retriever).invoke(question, config=config)
+        if assembler is None:
+            return in_scope(hits, scope)[:k] if scope else hits
+        empty = chat_format.render(qa_instruction(question, []), state["chat_history"])
+        room = builder.budget - llm.count_tokens(empty) - 1
+        passages = assembler.assemble(hits, scope=scope, budget=max(0, room))
+        if not passages and in_scope(hits, scope):  # no room at all: let the builder say so
+            return in_scope(hits, scope)[:1]
+        return passages
 
     def standalone(state: dict[str, Any]) -> str:
         question: str = state["question"].strip()
@@ -297,12 +347,19 @@ def build_chain(
     chain = (
         RunnableLambda(normalize)
         | RunnablePassthrough.assign(standalone_question=RunnableLambda(standalone))
-        | RunnablePassthrough.assign(context=RunnableLambda(lambda s: s["standalone_question"]) | retriever)
+        | RunnablePassthrough.assign(context=RunnableLambda(context))
         | RunnableLambda(fit)
         | RunnablePassthrough.assign(sources=RunnableLambda(lambda s: to_sources(s["context"])))
         | RunnablePassthrough.assign(answer=RunnableLambda(answer))
-    ).pick(["question", "standalone_question", "sources", "answer", "context"])
+    ).pick(["question", "standalone_question", "sources", "answer", "context"]) | SupportCheck()
     return chain.with_config(run_name="rag_chain")
+
+
+def _widened(retriever: BaseRetriever, n: int) -> BaseRetriever:
+    """The same retriever asking for ``n`` candidates (for a selection of documents, filtered after)."""
+    fields = type(retriever).model_fields
+    update = {name: max(n, getattr(retriever, name)) for name in ("k", "fetch_k") if name in fields}
+    return retriever.model_copy(update=update) if update else retriever
 
 
 def build_retriever(settings: Settings, embeddings: Embeddings) -> BaseRetriever:
@@ -347,8 +404,23 @@ def build_rag_chain(
 
     embeddings = embeddings or build_embeddings(settings.embedding)
     llm = llm or create_llm(settings.llm)
-    retriever = build_retriever(settings, embeddings)
+    conf = settings.retrieval
+    assembler = None
+    if conf.context_budget is None:
+        retriever = build_retriever(settings, embeddings)
+    else:
+        budget = budget_tokens(conf.context_budget, llm.context_window)
+        wide = conf.model_copy(update={"k": candidates(budget, settings.ingest.chunk_size, conf.k)})
+        retriever = build_retriever(settings.model_copy(update={"retrieval": wide}), embeddings)
+        assembler = ContextAssembler(
+            retriever.knowledge_base,  # type: ignore[attr-defined]
+            llm.count_tokens,
+            budget,
+            neighbours=conf.neighbours,
+            whole_documents=conf.whole_documents,
+            k=conf.k,
+        )
     fmt = chat_format_for(
         settings.llm.prompt_format, settings.llm.system_prompt, llm, base_model=settings.llm.base_model
     )
-    return build_chain(llm, retriever, fmt, chain_type=settings.retrieval.chain_type)
+    return build_chain(llm, retriever, fmt, chain_type=conf.chain_type, assembler=assembler)

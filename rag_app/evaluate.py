@@ -6,6 +6,11 @@ every question is then asked. Retrieval is scored per mode (``vector``, ``bm25``
 ``refused`` is the share of these answerable questions on which the relevance threshold said "nothing
 relevant" (false refusals). With answers: exact match, F1 (characters for Chinese, words for English) and
 "answer contained", against the best-matching gold answer.
+
+``evaluate_long`` (``rag eval DATASET --long``) tests the long window without generating anything: each
+article becomes one long document (short articles are grouped into documents of about ``doc_tokens``), and for
+each question and token budget it assembles the context the chain would send (:mod:`rag_app.context`) and
+checks whether the gold answer is in it, beside today's ``k`` chunks.
 """
 
 from __future__ import annotations
@@ -15,10 +20,11 @@ import logging
 import re
 import string
 import tempfile
+import time
 import unicodedata
 from collections import Counter
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,12 @@ logger = logging.getLogger(__name__)
 
 RANKS = (1, 4, 10)
 EVAL_KB = "eval"
+#: Token budgets ``--long`` compares by default: a quarter of a 4K window, a 4K and a 16K window.
+LONG_BUDGETS = (1024, 4096, 16384)
+#: Articles shorter than this (in LLM tokens) are grouped with the next ones into one document.
+LONG_DOC_TOKENS = 8000
+#: Characters of its own paragraph on each side that must come with an answer to count as found in place.
+IN_PLACE_CHARS = 20
 Progress = Callable[[str, int, int], None]
 
 
@@ -39,12 +51,16 @@ class Question:
     passage: int
     text: str
     answers: tuple[str, ...]
+    #: Where each answer starts in its passage (-1: not given).
+    starts: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class Dataset:
     passages: list[str]
     questions: list[Question]
+    #: The passages of each article, in order.
+    articles: list[list[int]] = field(default_factory=list)
 
 
 def load_squad(path: str | Path) -> Dataset:
@@ -53,19 +69,23 @@ def load_squad(path: str | Path) -> Dataset:
         raw = json.loads(Path(path).read_text(encoding="utf-8"))
         passages: list[str] = []
         questions: list[Question] = []
+        articles: list[list[int]] = []
         for article in raw["data"]:
+            articles.append([])
             for paragraph in article["paragraphs"]:
                 passages.append(str(paragraph["context"]))
+                articles[-1].append(len(passages) - 1)
                 for qa in paragraph["qas"]:
                     answers = tuple(str(a["text"]) for a in qa.get("answers", []))
-                    questions.append(Question(len(passages) - 1, str(qa["question"]), answers))
+                    starts = tuple(int(a.get("answer_start", -1)) for a in qa.get("answers", []))
+                    questions.append(Question(len(passages) - 1, str(qa["question"]), answers, starts))
     except (OSError, UnicodeDecodeError) as exc:
         raise EvalDatasetError(f"{path}: cannot read ({exc})") from exc
     except (ValueError, KeyError, TypeError) as exc:
         raise EvalDatasetError(f"{path}: not a SQuAD-format JSON file ({exc!r})") from exc
     if not questions:
         raise EvalDatasetError(f"{path}: no questions")
-    return Dataset(passages, questions)
+    return Dataset(passages, questions, articles)
 
 
 # --- answer metrics --------------------------------------------------------------------------------
@@ -132,21 +152,41 @@ def _gold_rank(docs: list[Any], gold: set[str]) -> int | None:
     return None
 
 
-def build_eval_kb(settings: Settings, dataset: Dataset, embeddings: Embeddings, workdir: Path) -> dict[int, set[str]]:
-    """Ingest every passage as a text file; map each passage to the sources that hold its text."""
+def build_eval_kb(
+    settings: Settings, dataset: Dataset, embeddings: Embeddings, workdir: Path, passages: set[int] | None = None
+) -> dict[int, set[str]]:
+    """Ingest every passage (or only ``passages``) as a text file; map each ingested passage to the sources
+    that hold its text."""
     from ingest.pipeline import ingest_paths
 
     folder = workdir / "docs"
     folder.mkdir(parents=True, exist_ok=True)
     by_text: dict[str, set[str]] = {}
     for i, text in enumerate(dataset.passages):
+        if passages is not None and i not in passages:
+            continue
         name = f"passage{i:05d}.txt"
         (folder / name).write_text(text, encoding="utf-8")
         by_text.setdefault(text, set()).add(f"docs/{name}")  # identical passages are stored once
     report = ingest_paths(settings, [folder], embeddings=embeddings, knowledge_base=EVAL_KB)
     if report.failed:
         logger.warning("%d passage(s) failed to ingest", len(report.failed))
-    return {i: by_text[text] for i, text in enumerate(dataset.passages)}
+    return {i: by_text[text] for i, text in enumerate(dataset.passages) if text in by_text}
+
+
+def split_articles(dataset: Dataset, seed: int) -> set[int]:
+    """The passages of the ingested half for ``--unanswerable``: the articles (SQuAD ``data[]`` entries) are
+    shuffled with ``seed`` and the first half (rounded up) is ingested. By article, not by paragraph: a
+    question about an unseen paragraph of an ingested article may well be answered by its siblings (the
+    English file has 12 articles of 16–42 paragraphs); where every article is one paragraph (cmrc2018) the
+    two are the same. A passage whose text is also in the ingested half counts as ingested."""
+    import random
+
+    order = list(range(len(dataset.articles)))
+    random.Random(seed).shuffle(order)
+    ingested = {p for a in order[: (len(order) + 1) // 2] for p in dataset.articles[a]}
+    texts = {dataset.passages[p] for p in ingested}
+    return ingested | {i for i, text in enumerate(dataset.passages) if text in texts}
 
 
 def evaluate(
@@ -225,3 +265,160 @@ def _mode_settings(settings: Settings, mode: str) -> Settings:
         update={"mode": mode, "k": max(RANKS), "relevance_threshold": False, "reranker_path": None, "mmr": False}
     )
     return settings.model_copy(update={"retrieval": retrieval})
+
+
+# --- the long window (--long) ----------------------------------------------------------------------
+
+
+def long_documents(dataset: Dataset, count_tokens: Callable[[str], int], doc_tokens: int) -> list[str]:
+    """One document per article (its paragraphs joined); consecutive articles shorter than ``doc_tokens``
+    are grouped up to about that length, so that one-paragraph articles still make long documents."""
+    docs: list[str] = []
+    group: list[str] = []
+    size = 0
+    for article in dataset.articles:
+        text = "\n\n".join(dataset.passages[i] for i in article)
+        tokens = count_tokens(text)
+        if group and size + tokens > doc_tokens:
+            docs.append("\n\n".join(group))
+            group, size = [], 0
+        group.append(text)
+        size += tokens
+    if group:
+        docs.append("\n\n".join(group))
+    return docs
+
+
+def _squeeze(text: str) -> str:
+    """Compare texts as ingestion stores them: NFKC, whitespace ignored (chunks are joined at whitespace)."""
+    return re.sub(r"\s+", "", unicodedata.normalize("NFKC", text))
+
+
+def answer_in_context(question: Question, passage: str, context: str) -> tuple[bool, bool]:
+    """(any gold answer's text is in the context, one is there with ``IN_PLACE_CHARS`` of its own paragraph
+    on each side — so it is the gold occurrence, not a namesake elsewhere)."""
+    ctx = _squeeze(context)
+    found = in_place = False
+    for i, answer in enumerate(question.answers):
+        if not _squeeze(answer) or _squeeze(answer) not in ctx:
+            continue
+        found = True
+        start = question.starts[i] if i < len(question.starts) else -1
+        if passage[start : start + len(answer)] != answer:
+            start = passage.find(answer)
+        if start < 0:
+            continue
+        window = passage[max(0, start - IN_PLACE_CHARS) : start + len(answer) + IN_PLACE_CHARS]
+        in_place = in_place or _squeeze(window) in ctx
+    return found, in_place
+
+
+class _Tally:
+    """Sums of one configuration's results over the questions."""
+
+    def __init__(self) -> None:
+        self.n = self.found = self.in_place = self.refused = self.context = self.prompt = 0
+
+    def add(self, found: bool, in_place: bool, refused: bool, context_tokens: int, prompt_tokens: int) -> None:
+        self.n += 1
+        self.found += found
+        self.in_place += in_place
+        self.refused += refused
+        self.context += context_tokens
+        self.prompt += prompt_tokens
+
+    def result(self) -> dict[str, float]:
+        n = max(1, self.n)
+        return {
+            "recall": round(self.found / n, 4),
+            "recall_in_place": round(self.in_place / n, 4),
+            "context_tokens": round(self.context / n, 1),
+            "prompt_tokens": round(self.prompt / n, 1),
+            "refused": round(self.refused / n, 4),
+        }
+
+
+def evaluate_long(
+    settings: Settings,
+    dataset_path: str | Path,
+    *,
+    embeddings: Embeddings,
+    budgets: Sequence[int] = LONG_BUDGETS,
+    limit: int | None = None,
+    doc_tokens: int = LONG_DOC_TOKENS,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Recall of the assembled context per token budget, beside today's ``k`` chunks; no LLM generation.
+
+    Returns ``{"long": {"baseline": {...}, "budgets": {"1024": {...}, ...}}, "dataset": {...}}``: per
+    configuration ``recall`` (an answer's text is in the context), ``recall_in_place`` (with its own
+    surroundings), mean ``context_tokens`` / ``prompt_tokens`` (the LLM's tokenizer) and ``refused``.
+    The assemblies share one retrieval with enough candidates for the largest budget (the chain asks for
+    fewer at a smaller budget; the assembly takes hits in rank order and stops when full, so the extra
+    candidates only come in where a smaller budget's would have run out). The baseline is the configured
+    retriever as it is.
+    """
+    from ingest.pipeline import ingest_paths
+    from rag_app.chain import build_retriever
+    from rag_app.context import ContextAssembler, candidates
+    from rag_app.llm import token_counter
+    from rag_app.prompting import chat_format_for, format_context, qa_instruction
+
+    started = time.perf_counter()
+    dataset = load_squad(dataset_path)
+    questions = dataset.questions[:limit] if limit else dataset.questions
+    notify = progress or (lambda stage, done, total: None)
+    count = token_counter(settings.llm)
+    docs = long_documents(dataset, count, doc_tokens)
+    fmt = chat_format_for(settings.llm.prompt_format, settings.llm.system_prompt, None)
+    conf = settings.retrieval
+    with tempfile.TemporaryDirectory(prefix="rag-eval-long-") as tmp:
+        kb_settings = settings.model_copy(update={"data_dir": Path(tmp) / "data", "knowledge_base": EVAL_KB})
+        folder = Path(tmp) / "docs"
+        folder.mkdir()
+        for i, text in enumerate(docs):
+            (folder / f"doc{i:04d}.txt").write_text(text, encoding="utf-8")
+        notify("ingest", 0, len(docs))
+        report = ingest_paths(kb_settings, [folder], embeddings=embeddings, knowledge_base=EVAL_KB)
+        if report.failed:
+            logger.warning("%d document(s) failed to ingest", len(report.failed))
+        notify("ingest", len(docs), len(docs))
+        baseline = build_retriever(kb_settings, embeddings)
+        n = candidates(max(budgets), settings.ingest.chunk_size, conf.k)
+        wide = build_retriever(
+            kb_settings.model_copy(update={"retrieval": conf.model_copy(update={"k": n})}), embeddings
+        )
+        kb = baseline.knowledge_base  # type: ignore[attr-defined]
+        assemblers = {
+            b: ContextAssembler(
+                kb, count, b, neighbours=conf.neighbours, whole_documents=conf.whole_documents, k=conf.k
+            )
+            for b in budgets
+        }
+        tallies = {"baseline": _Tally(), **{str(b): _Tally() for b in budgets}}
+        for done, q in enumerate(questions, 1):
+            hits = wide.invoke(q.text)
+            base = baseline.invoke(q.text)
+            contexts = {"baseline": (base, not base)}
+            contexts |= {str(b): (a.assemble(hits), not hits) for b, a in assemblers.items()}
+            for name, (ctx, refused) in contexts.items():
+                text = format_context(ctx)
+                found, in_place = answer_in_context(q, dataset.passages[q.passage], text)
+                prompt = fmt.render(qa_instruction(q.text, ctx))
+                tallies[name].add(found, in_place, refused, count(text) if ctx else 0, count(prompt))
+            if done % 50 == 0 or done == len(questions):
+                notify("long", done, len(questions))
+        kb.keywords.close()
+    return {
+        "long": {
+            "baseline": {"k": conf.k, **tallies.pop("baseline").result()},
+            "budgets": {name: tally.result() for name, tally in tallies.items()},
+        },
+        "dataset": {
+            "file": str(dataset_path),
+            "documents": len(docs),
+            "document_tokens": round(sum(count(d) for d in docs) / max(1, len(docs))),
+            "questions": len(questions),
+            "seconds": round(time.perf_counter() - started, 1),
+        },
+    }

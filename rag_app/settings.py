@@ -178,8 +178,10 @@ class RetrievalSettings(BaseModel):
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)
     #: How much of the model's window the retrieved passages may fill: a token count (> 1) or a share of
     #: n_ctx (0 < x ≤ 1). Hits are taken in rank order, widened with neighbouring chunks and merged until
-    #: the budget is used; ``None`` sends the ``k`` best chunks as they are.
-    context_budget: float | None = Field(default=None, gt=0)
+    #: the budget is used; ``None`` sends the ``k`` best chunks as they are. 1024 tokens: about what k = 4
+    #: chunks took, with the same answer recall and more of each answer's surroundings (docs/benchmarks.md);
+    #: the model profiles use a share of their window instead (a quarter: 4096 tokens on a 16K model).
+    context_budget: float | None = Field(default=1024, gt=0)
     #: Chunks of the same document added on each side of a hit (when the budget allows).
     neighbours: int = Field(default=1, ge=0)
     #: Send the documents in scope whole when they all fit the budget (what the 16K/64K models are for).

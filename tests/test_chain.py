@@ -405,6 +405,13 @@ def test_build_rag_chain_from_settings(kb_settings: Settings, embeddings: Embedd
     chain = build_rag_chain(settings, embeddings=embeddings)
     out = chain.invoke("Do cats purr?")
     assert out["answer"] == "From settings [1]."
+    # The default budget (1024 tokens) holds this small knowledge base whole: every document, once, numbered.
+    files = {s["source"] for s in out["sources"]}
+    assert [s["index"] for s in out["sources"]] == list(range(1, len(files) + 1))
+    assert len(files) > settings.retrieval.k
+    # Without a budget the k best chunks go as they are.
+    fixed_k = settings.model_copy(update={"retrieval": settings.retrieval.model_copy(update={"context_budget": None})})
+    out = build_rag_chain(fixed_k, embeddings=embeddings).invoke("Do cats purr?")
     assert [s["index"] for s in out["sources"]] == list(range(1, settings.retrieval.k + 1))
 
 
