@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import statistics
 import subprocess
@@ -42,28 +43,32 @@ def prompt_of(llm: object, n_tokens: int) -> str:
     return body[:lo] + "\n\nQuestion: how do I import documents?\nAnswer:"
 
 
-def time_to_first_token(sizes: list[int], runs: int) -> None:
+def time_to_first_token(sizes: list[int], runs: int, flash: list[bool]) -> None:
     from rag_app.llm import create_llm
     from rag_app.settings import LLMSettings
 
-    llm = create_llm(LLMSettings(n_ctx=max(sizes) + 256, max_new_tokens=8, temperature=0.0))
-    client = llm.client  # type: ignore[attr-defined]
-    print(f"model {llm.model_name}, n_ctx {llm.context_window}")  # type: ignore[attr-defined]
-    print(f"{'prompt tokens':>14}{'TTFT median s':>15}{'min':>8}{'max':>8}{'prompt tok/s':>14}{'vs 2K':>8}")
-    base = None
-    for size in sizes:
-        prompt = prompt_of(llm, size)
-        n = llm.count_tokens(prompt)
-        times = []
-        for _ in range(runs):
-            client.reset()  # no prefix cache between runs: every run processes the whole prompt
-            start = time.perf_counter()
-            for _part in llm.stream(prompt, max_new_tokens=1):
-                break
-            times.append(time.perf_counter() - start)
-        med = statistics.median(times)
-        base = base or med
-        print(f"{n:>14}{med:>15.2f}{min(times):>8.2f}{max(times):>8.2f}{n / med:>14.0f}{med / base:>8.2f}")
+    print(f"{'flash attn':>10}{'prompt tokens':>14}{'TTFT median s':>15}{'min':>8}{'max':>8}{'prompt tok/s':>14}"
+          f"{'vs first':>9}")
+    for fa in flash:
+        llm = create_llm(LLMSettings(n_ctx=max(sizes) + 256, max_new_tokens=8, temperature=0.0, flash_attn=fa,
+                                     n_threads=os.cpu_count()))
+        client = llm.client  # type: ignore[attr-defined]
+        base = None
+        for size in sizes:
+            prompt = prompt_of(llm, size)
+            n = llm.count_tokens(prompt)
+            times = []
+            for _ in range(runs):
+                client.reset()  # no prefix cache between runs: every run processes the whole prompt
+                start = time.perf_counter()
+                for _part in llm.stream(prompt, max_new_tokens=1):
+                    break
+                times.append(time.perf_counter() - start)
+            med = statistics.median(times)
+            base = base or med
+            print(f"{fa!s:>10}{n:>14}{med:>15.2f}{min(times):>8.2f}{max(times):>8.2f}{n / med:>14.0f}"
+                  f"{med / base:>9.2f}", flush=True)
+        client.close()
 
 
 _KV = re.compile(r"llama_kv_cache: size =\s+([\d.]+) MiB")
@@ -104,14 +109,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="2048,4096,8192")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--flash-attn", default="false,true", help="Flash attention settings to compare.")
     parser.add_argument("--gguf", action="append", default=[], help="More GGUF files for the planner check.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     from rag_app.llm.llamacpp import default_gguf_path
 
-    print(f"machine: {machine()}")
-    print("\n## Time to first token by prompt size (default model)")
-    time_to_first_token([int(s) for s in args.sizes.split(",")], args.runs)
+    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f}", flush=True)
+    print("\n## Time to first token by prompt size (default model)", flush=True)
+    flash = [f.strip().lower() == "true" for f in args.flash_attn.split(",")]
+    time_to_first_token([int(s) for s in args.sizes.split(",")], args.runs, flash)
     print("\n## Memory planner vs llama.cpp's own report")
     planner_vs_llama_cpp([default_gguf_path(), *map(Path, args.gguf)])
 
