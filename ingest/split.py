@@ -36,7 +36,6 @@ def make_splitter(
         chunk_size=chunk_size,
         chunk_overlap=chunk_overlap,
         length_function=count_tokens,
-        add_start_index=True,
         strip_whitespace=True,
     )
 
@@ -50,10 +49,19 @@ def split_documents(
     the token counts of the pieces it merges, and a sub-word tokenizer can count more for the joined text
     (pieces glued without a space form other word pieces), so oversized chunks are split again.
     """
-    chunks = make_splitter(count_tokens, chunk_size, chunk_overlap).split_documents(docs)
+    splitter = make_splitter(count_tokens, chunk_size, chunk_overlap)
     out: list[Document] = []
-    for chunk in chunks:
-        out.extend(_fit(chunk, count_tokens, chunk_size))
+    for doc in docs:
+        text = doc.page_content
+        search_from = 0
+        for part in splitter.split_text(text):
+            # Our own start offsets: LangChain's add_start_index assumes the overlap is counted in characters
+            # and, with a token length function, searches past the chunk's real start (giving -1).
+            found = text.find(part, search_from)
+            if found >= 0:
+                search_from = found + 1
+            chunk = Document(page_content=part, metadata={**doc.metadata, "start_index": found})
+            out.extend(_fit(chunk, count_tokens, chunk_size))
     return out
 
 
@@ -73,5 +81,6 @@ def _fit(chunk: Document, count_tokens: Callable[[str], int], limit: int) -> lis
         found = text.find(part, pos)
         offset = found if found >= 0 else pos
         pos = offset + len(part)
-        out.append(Document(page_content=part, metadata={**chunk.metadata, "start_index": base + offset}))
+        start = base + offset if base >= 0 else -1
+        out.append(Document(page_content=part, metadata={**chunk.metadata, "start_index": start}))
     return out

@@ -173,6 +173,20 @@ def test_split_documents_start_index() -> None:
     assert starts[0] == 0
 
 
+def test_start_index_with_a_token_length_function() -> None:
+    # Sized in tokens (here: words) with an overlap: LangChain's own start_index searched past the chunk's
+    # start (it takes the overlap for characters) and gave -1 for most chunks.
+    text = " ".join(f"word{i}." for i in range(400))
+    doc = Document(page_content=text, metadata={})
+    chunks = split_documents([doc], lambda t: len(t.split()), 40, 10)
+    assert len(chunks) > 5
+    for chunk in chunks:
+        start = chunk.metadata["start_index"]
+        assert start >= 0 and text[start : start + len(chunk.page_content)] == chunk.page_content
+    starts = [c.metadata["start_index"] for c in chunks]
+    assert starts == sorted(starts) and len(set(starts)) == len(starts)
+
+
 def test_split_documents_keeps_documents_apart() -> None:
     a = Document(page_content=ZH_TEXT, metadata={"page": 1})
     b = Document(page_content=EN_TEXT, metadata={"page": 2})
