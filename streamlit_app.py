@@ -12,7 +12,7 @@ import re
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, Protocol, TypedDict
 
 import streamlit as st
 
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rag_app.service import RagService
 
 TITLE = "Private document Q&A"
+ALSO_RETRIEVED = "Also retrieved (not cited in the answer):"
 UPLOAD_FALLBACK_NAME = "upload"
 MAX_NAME_BYTES = 200  # below every common file system's 255-byte limit, with room for " (2)"
 
@@ -52,11 +53,13 @@ class Uploaded(Protocol):
 
 
 class Message(TypedDict):
-    """One chat turn as kept in the session: assistant turns keep the sources they cited."""
+    """One chat turn as kept in the session: assistant turns keep their sources (marked ``cited``) and the
+    support check's notice when the answer is poorly supported."""
 
     role: str
     content: str
     sources: list[dict[str, Any]]
+    notice: NotRequired[str | None]
 
 
 # --- helpers (no Streamlit calls: unit-testable) ------------------------------------------------
@@ -196,11 +199,25 @@ def conversation(kb: str) -> list[Message]:
 
 
 def render_sources(sources: Sequence[dict[str, Any]]) -> None:
+    """The sources the answer cites first, then the ones only retrieved, under their own heading."""
+    from rag_app.support import split_sources
+
     if not sources:
         return
+    cited, others = split_sources(sources)
     with st.expander("Sources"):
-        for src in sources:
+        for src in cited:
             st.markdown(source_line(src))
+        if others:
+            st.caption(ALSO_RETRIEVED)
+        for src in others:
+            st.markdown(source_line(src))
+
+
+def render_notice(notice: str | None) -> None:
+    """The support check's warning under an answer that its sources hardly back."""
+    if notice:
+        st.warning(notice, icon="⚠️")
 
 
 def render_report(report: IngestReport) -> None:
@@ -296,15 +313,19 @@ def render_history(messages: Sequence[Message]) -> None:
         with st.chat_message(msg["role"]):
             st.markdown(msg["content"])
             if msg["role"] == "assistant":
+                render_notice(msg.get("notice"))
                 render_sources(msg["sources"])
 
 
 def answer(service: RagService, kb: str, question: str, messages: list[Message]) -> None:
     """Stream the answer to ``question`` and record the turn; a RagError becomes one red line."""
+    from rag_app.support import mark_cited
+
     with st.chat_message("user"):
         st.markdown(question)
     with st.chat_message("assistant"):
         sources: list[dict[str, Any]] = []
+        grounding: dict[str, Any] = {"cited": [], "notice": None}
 
         def pieces(stream: Iterator[dict[str, Any]]) -> Iterator[str]:
             for chunk in stream:
@@ -312,6 +333,8 @@ def answer(service: RagService, kb: str, question: str, messages: list[Message])
                     sources[:] = chunk["sources"]
                 if chunk.get("answer"):
                     yield str(chunk["answer"])
+                if "grounding" in chunk:
+                    grounding.update(chunk["grounding"])
 
         try:
             service.check_answerable(kb)
@@ -323,9 +346,11 @@ def answer(service: RagService, kb: str, question: str, messages: list[Message])
             st.error(friendly(exc))
             return
         text = written if isinstance(written, str) else "".join(str(part) for part in written)
-        render_sources(sources)
+        marked = mark_cited(sources, grounding["cited"])
+        render_notice(grounding["notice"])
+        render_sources(marked)
     messages.append(Message(role="user", content=question, sources=[]))
-    messages.append(Message(role="assistant", content=text.strip(), sources=list(sources)))
+    messages.append(Message(role="assistant", content=text.strip(), sources=marked, notice=grounding["notice"]))
 
 
 def main() -> None:

@@ -6,7 +6,10 @@ turns a piece of each into a pseudo-question (a span of words from the chunk, wi
 out, so that exact wording helps neither side too much), and measures how well vector search and BM25 find
 each chunk again (mean reciprocal rank). The vector weight in the fusion is the ratio of the two (an
 embedder half as good as BM25 on the probe gets half its say), capped at ``MAX_WEIGHT``. The same probe gives
-the similarity that unrelated chunks reach, the vector side of the relevance threshold.
+the embedder's similarity scale in that language, the vector side of the answerability check
+(:mod:`rag_app.grounding`): the similarity a probe reaches with its own chunk ("related") and with random
+other chunks ("unrelated"). Embedders differ wildly here (one gives unrelated texts 0.05, another 0.5), so a
+similarity only means something measured against these two levels.
 
 The result is cached in the keyword index with the embedder's fingerprint and the chunk count, and redone
 when either changes noticeably (another embedder, the knowledge base grew or shrank by a quarter).
@@ -31,19 +34,20 @@ PROBES_PER_LANGUAGE = 48
 MIN_PROBES = 8
 PROBE_RANKS = 10
 MAX_WEIGHT = 4.0
-VERSION = 2
+VERSION = 3
 _META_KEY = "calibration"
 _CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 
 
 @dataclass
 class Calibration:
-    """Per language: the vector weight (relative to BM25's 1) and the relevance similarity threshold."""
+    """Per language: the vector weight (relative to BM25's 1) and the embedder's similarity scale."""
 
     fingerprint: str = ""
     chunks: int = 0
     weights: dict[str, float] = field(default_factory=dict)
-    thresholds: dict[str, float] = field(default_factory=dict)
+    #: Per language: median cosine similarity of a probe with its own chunk and with random other chunks.
+    similarity: dict[str, dict[str, float]] = field(default_factory=dict)
     mrr: dict[str, dict[str, float]] = field(default_factory=dict)
     version: int = VERSION
 
@@ -51,8 +55,14 @@ class Calibration:
         """Unprobed language (no chunks in it): equal say, the usual hybrid."""
         return self.weights.get(language, 1.0)
 
-    def vector_threshold(self, language: str) -> float | None:
-        return self.thresholds.get(language)
+    def vector_share(self, language: str, similarity: float) -> float | None:
+        """Where ``similarity`` lies between unrelated (0) and related (1) texts for this embedder, clipped to
+        0..1; ``None`` when the language was not probed (too few chunks in it to know the embedder)."""
+        scale = self.similarity.get(language)
+        if not scale or scale["related"] <= scale["unrelated"]:
+            return None
+        share = (similarity - scale["unrelated"]) / (scale["related"] - scale["unrelated"])
+        return max(0.0, min(1.0, share))
 
 
 def chunk_language(text: str) -> str:
@@ -129,19 +139,31 @@ def _measure(kb: KnowledgeBase, fingerprint: str, count: int) -> Calibration:
         questions = [pseudo_question(text, rng) for _, text in sample]
         vectors = kb.embeddings.embed_documents(questions)
         got = kb._collection.query(query_embeddings=vectors, n_results=PROBE_RANKS, include=["distances"])
-        vec_rr, keyword_rr, unrelated = [], [], []
+        vec_rr, keyword_rr = [], []
         for i, (cid, _) in enumerate(sample):
             ranked = list(got["ids"][i])
             vec_rr.append(1.0 / (ranked.index(cid) + 1) if cid in ranked else 0.0)
-            unrelated += [1.0 - d for other, d in zip(ranked, got["distances"][i], strict=True) if other != cid]
             hits = [h.chunk_id for h in kb.keywords.search(questions[i], PROBE_RANKS)]
             keyword_rr.append(1.0 / (hits.index(cid) + 1) if cid in hits else 0.0)
         mrr_v, mrr_k = sum(vec_rr) / len(sample), sum(keyword_rr) / len(sample)
         ratio = mrr_v / mrr_k if mrr_k > 0 else (MAX_WEIGHT if mrr_v > 0 else 1.0)
         result.weights[language] = round(min(MAX_WEIGHT, ratio), 4)
         result.mrr[language] = {"vector": round(mrr_v, 4), "bm25": round(mrr_k, 4)}
-        if unrelated:
-            # The similarity that the best-looking *unrelated* chunks reach: a top hit must beat most of them.
-            unrelated.sort()
-            result.thresholds[language] = round(unrelated[int(0.95 * (len(unrelated) - 1))], 4)
+        result.similarity[language] = _similarity_scale(kb, [cid for cid, _ in sample], vectors)
     return result
+
+
+def _similarity_scale(kb: KnowledgeBase, ids: list[str], questions: list[list[float]]) -> dict[str, float]:
+    """Median cosine similarity of each probe question with its own chunk ("related") and with the other
+    sampled chunks of its language ("unrelated")."""
+    import numpy as np
+
+    got = kb._collection.get(ids=ids, include=["embeddings"])
+    by_id = dict(zip(got["ids"], got["embeddings"], strict=True))
+    chunks = np.array([by_id[i] for i in ids], dtype=float)
+    asked = np.array(questions, dtype=float)
+    chunks /= np.linalg.norm(chunks, axis=1, keepdims=True).clip(min=1e-12)
+    asked /= np.linalg.norm(asked, axis=1, keepdims=True).clip(min=1e-12)
+    sims = asked @ chunks.T
+    own = np.eye(len(ids), dtype=bool)
+    return {"related": round(float(np.median(sims[own])), 4), "unrelated": round(float(np.median(sims[~own])), 4)}

@@ -143,16 +143,27 @@ def ingest(
 
 
 def _print_sources(sources: list[dict[str, Any]]) -> None:
+    """The sources the answer cites first, then the ones only retrieved (numbers as in the answer)."""
+    from rag_app.support import split_sources
+
     if not sources:
         return
-    click.echo("\nSources:")
-    for src in sources:
-        click.echo(f"  [{src['index']}] {src['label']} — {src['snippet']}")
+    cited, others = split_sources(sources)
+    for heading, group in (("\nSources:", cited), ("Also retrieved (not cited in the answer):", others)):
+        if group:
+            click.echo(heading)
+        for src in group:
+            click.echo(f"  [{src['index']}] {src['label']} — {src['snippet']}")
 
 
 def _ask_once(chain: Any, question: str, history: list[tuple[str, str]], hide_source: bool) -> str:
+    """Stream one answer; then the support check's notice (on stderr, so that stdout stays the answer) and
+    the sources."""
+    from rag_app.support import mark_cited
+
     sources: list[dict[str, Any]] = []
     parts: list[str] = []
+    grounding: dict[str, Any] | None = None
     stream: Iterator[dict[str, Any]] = chain.stream({"question": question, "chat_history": history})
     for chunk in stream:
         if "sources" in chunk:
@@ -160,9 +171,13 @@ def _ask_once(chain: Any, question: str, history: list[tuple[str, str]], hide_so
         if "answer" in chunk:
             parts.append(chunk["answer"])
             click.echo(chunk["answer"], nl=False)
+        if "grounding" in chunk:
+            grounding = chunk["grounding"]
     click.echo()
+    if grounding is not None and grounding["notice"]:
+        click.secho(grounding["notice"], fg="yellow", err=True)
     if not hide_source:
-        _print_sources(sources)
+        _print_sources(mark_cited(sources, grounding["cited"] if grounding else []))
     return "".join(parts).strip()
 
 
@@ -402,11 +417,16 @@ def _print_doctor(report: dict[str, Any]) -> None:
     "--budgets", callback=lambda c, p, v: _budgets(v), metavar="N,N,…",
     help="Token budgets for --long [1024,4096,16384].",
 )
+@click.option(
+    "--unanswerable", is_flag=True,
+    help="Ingest half the articles: are questions on the other half refused, and only those?",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Which half --unanswerable ingests.")
 @click.pass_context
 @friendly_errors
 def eval_command(
     ctx: click.Context, dataset: str, limit: int | None, answers: bool, as_json: bool, long_window: bool,
-    budgets: list[int] | None,
+    budgets: list[int] | None, unanswerable: bool, seed: int,
 ) -> None:
     """Evaluate retrieval (and answers) on a SQuAD-format DATASET.json."""
     import json
@@ -418,11 +438,17 @@ def eval_command(
         raise click.UsageError("--budgets goes with --long")
     if long_window and answers:
         raise click.UsageError("--long generates no answers: leave out --answers")
+    if unanswerable and (long_window or answers):
+        raise click.UsageError("--unanswerable goes without --long and --answers")
     result = _service(ctx).evaluate(
-        dataset, limit=limit, answers=answers, progress=progress, long=long_window, budgets=budgets
+        dataset, limit=limit, answers=answers, progress=progress, long=long_window, budgets=budgets,
+        unanswerable=unanswerable, seed=seed,
     )
     if long_window:
         _print_long(result, as_json)
+        return
+    if unanswerable:
+        _print_unanswerable(result, as_json)
         return
     if as_json:
         click.echo(json.dumps({"retrieval": result["retrieval"], "answers": result["answers"]}, ensure_ascii=False))
@@ -450,6 +476,26 @@ def _budgets(value: str | None) -> list[int] | None:
     if not budgets or min(budgets) < 1:
         raise click.BadParameter(f"'{value}' is not a list of token counts such as 1024,4096")
     return budgets
+
+
+def _print_unanswerable(result: dict[str, Any], as_json: bool) -> None:
+    import json
+
+    if as_json:
+        keys = ("retrieval", "answers", "unanswerable", "dataset")
+        click.echo(json.dumps({key: result[key] for key in keys}, ensure_ascii=False))
+        return
+    info = result["dataset"]
+    click.echo(
+        f"{info['file']}: {info['ingested_passages']} of {info['passages']} passages ingested (seed {info['seed']}), "
+        f"{info['questions']} questions ({info['seconds']} s)"
+    )
+    click.echo(f"{'mode':<10}{'refused unanswerable':>22}{'refused answerable':>20}{'hit@4':>8}")
+    for mode, m in result["unanswerable"].items():
+        click.echo(
+            f"{mode:<10}{m['refused_unanswerable']:>22.3f}{m['refused_answerable']:>20.3f}"
+            f"{result['retrieval'][mode]['hit@4']:>8.3f}"
+        )
 
 
 def _print_long(result: dict[str, Any], as_json: bool) -> None:

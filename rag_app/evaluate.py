@@ -5,12 +5,17 @@ every question is then asked. Retrieval is scored per mode (``vector``, ``bm25``
 ``default``) by the rank of the first chunk from the question's own passage: hit@1, hit@4, hit@10 and MRR.
 ``refused`` is the share of these answerable questions on which the relevance threshold said "nothing
 relevant" (false refusals). With answers: exact match, F1 (characters for Chinese, words for English) and
-"answer contained", against the best-matching gold answer.
+"answer contained", against the best-matching gold answer, and the distribution of the support check's scores
+(:mod:`rag_app.support`: how much of each answer its cited sources back; refusals are not checked).
 
 ``evaluate_long`` (``rag eval DATASET --long``) tests the long window without generating anything: each
 article becomes one long document (short articles are grouped into documents of about ``doc_tokens``), and for
 each question and token budget it assembles the context the chain would send (:mod:`rag_app.context`) and
 checks whether the gold answer is in it, beside today's ``k`` chunks.
+
+``evaluate_unanswerable`` (``rag eval DATASET --unanswerable``) tests the refusal of questions the knowledge
+base cannot answer: half the articles are ingested, and questions on the other half must be refused while
+those on the ingested half must not (docs/grounding.md).
 """
 
 from __future__ import annotations
@@ -203,6 +208,7 @@ def evaluate(
     from ingest.store import KnowledgeBase, open_client
     from rag_app.chain import build_chain, build_retriever
     from rag_app.prompting import chat_format_for, no_answer_text
+    from rag_app.support import score_distribution
 
     dataset = load_squad(dataset_path)
     questions = dataset.questions[:limit] if limit else dataset.questions
@@ -245,6 +251,7 @@ def evaluate(
             fmt = chat_format_for(settings.llm.prompt_format, settings.llm.system_prompt, llm)
             chain = build_chain(llm, build_retriever(kb_settings, embeddings), fmt, chain_type=settings.retrieval.chain_type)
             sums = {"exact_match": 0.0, "f1": 0.0, "contained": 0.0, "refused": 0.0}
+            support: list[float | None] = []  # the support check's score per answer (None: a refusal)
             for n, q in enumerate(questions, 1):
                 out = chain.invoke(q.text)
                 prediction = str(out["answer"])
@@ -252,19 +259,102 @@ def evaluate(
                 sums["f1"] += best_over_golds(f1, prediction, q.answers)
                 sums["contained"] += best_over_golds(contained, prediction, q.answers)
                 sums["refused"] += prediction.strip() == no_answer_text(q.text)
+                support.append(out["grounding"]["score"])
                 notify("answers", n, len(questions))
             result["answers"] = {key: round(value / len(questions), 4) for key, value in sums.items()}
             result["answers"]["questions"] = len(questions)
+            result["answers"]["support"] = score_distribution(support)
             kb.keywords.close()
     return result
 
 
-def _mode_settings(settings: Settings, mode: str) -> Settings:
-    """A pure mode for comparison: no relevance threshold, no reranker, no MMR."""
+def _mode_settings(settings: Settings, mode: str, *, relevance_threshold: bool = False) -> Settings:
+    """A pure mode for comparison: no reranker, no MMR and, unless asked for, no relevance threshold."""
     retrieval = settings.retrieval.model_copy(
-        update={"mode": mode, "k": max(RANKS), "relevance_threshold": False, "reranker_path": None, "mmr": False}
+        update={
+            "mode": mode, "k": max(RANKS), "relevance_threshold": relevance_threshold, "reranker_path": None,
+            "mmr": False,
+        }
     )
     return settings.model_copy(update={"retrieval": retrieval})
+
+
+# --- answerability (--unanswerable) ----------------------------------------------------------------
+
+
+def evaluate_unanswerable(
+    settings: Settings,
+    dataset_path: str | Path,
+    *,
+    embeddings: Embeddings,
+    seed: int = 0,
+    limit: int | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Does retrieval refuse what the knowledge base does not hold? The split-half protocol.
+
+    Half the articles are ingested (:func:`split_articles`); questions on the other half must be refused
+    ("nothing relevant"), questions on the ingested half must not. Per mode (``vector``, ``bm25`` and the
+    configured ``default``, each with the relevance threshold on): ``refused_unanswerable`` (should be high),
+    ``refused_answerable`` (false refusals, should be low) and their question counts, plus hit@k and MRR of
+    the answerable questions with refusals counted as misses (``"retrieval"``). ``limit``: the first
+    ``limit // 2`` questions of each half.
+    """
+    from rag_app.chain import build_retriever
+
+    started = time.perf_counter()
+    dataset = load_squad(dataset_path)
+    ingested = split_articles(dataset, seed)
+    answerable = [q for q in dataset.questions if q.passage in ingested]
+    unanswerable = [q for q in dataset.questions if q.passage not in ingested]
+    if limit:
+        answerable, unanswerable = answerable[: (limit + 1) // 2], unanswerable[: limit // 2]
+    notify = progress or (lambda stage, done, total: None)
+    with tempfile.TemporaryDirectory(prefix="rag-eval-unanswerable-") as tmp:
+        kb_settings = settings.model_copy(update={"data_dir": Path(tmp) / "data", "knowledge_base": EVAL_KB})
+        notify("ingest", 0, len(ingested))
+        gold = build_eval_kb(kb_settings, dataset, embeddings, Path(tmp), ingested)
+        notify("ingest", len(ingested), len(ingested))
+        modes = {
+            "vector": _mode_settings(kb_settings, "vector", relevance_threshold=True),
+            "bm25": _mode_settings(kb_settings, "bm25", relevance_threshold=True),
+            "default": kb_settings.model_copy(
+                update={"retrieval": kb_settings.retrieval.model_copy(update={"k": max(RANKS)})}
+            ),
+        }
+        result: dict[str, Any] = {"retrieval": {}, "unanswerable": {}}
+        for mode, mode_settings in modes.items():
+            retriever = build_retriever(mode_settings, embeddings)
+            ranks: list[int | None] = []
+            refused = {True: 0, False: 0}
+            questions = [(q, True) for q in answerable] + [(q, False) for q in unanswerable]
+            for n, (q, is_answerable) in enumerate(questions, 1):
+                docs = retriever.invoke(q.text)
+                refused[is_answerable] += not docs
+                if is_answerable:
+                    ranks.append(_gold_rank(docs, gold[q.passage]))
+                if n % 50 == 0 or n == len(questions):
+                    notify(f"unanswerable:{mode}", n, len(questions))
+            result["retrieval"][mode] = retrieval_metrics(ranks, refused[True])
+            result["unanswerable"][mode] = {
+                "refused_unanswerable": round(refused[False] / max(1, len(unanswerable)), 4),
+                "refused_answerable": round(refused[True] / max(1, len(answerable)), 4),
+                "questions": len(questions),
+                "unanswerable_questions": len(unanswerable),
+                "answerable_questions": len(answerable),
+            }
+            retriever.knowledge_base.keywords.close()  # type: ignore[attr-defined]
+    result["answers"] = {}
+    result["dataset"] = {
+        "file": str(dataset_path),
+        "seed": seed,
+        "passages": len(dataset.passages),
+        "ingested_passages": len(ingested),
+        "articles": len(dataset.articles),
+        "questions": len(answerable) + len(unanswerable),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    return result
 
 
 # --- the long window (--long) ----------------------------------------------------------------------

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import logging
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.callbacks import CallbackManagerForRetrieverRun
 from langchain_core.documents import Document
@@ -22,6 +22,9 @@ from pydantic import PrivateAttr
 
 from ingest.store import KnowledgeBase
 from rag_app.errors import EmptyKnowledgeBaseError
+
+if TYPE_CHECKING:
+    from rag_app.grounding import Evidence
 
 logger = logging.getLogger(__name__)
 
@@ -97,8 +100,9 @@ class HybridRetriever(BaseRetriever):
     optional cross-encoder reranker.
 
     Each document carries ``metadata['score']`` (the fused relevance, 0..1) and the parts it came from
-    (``vector_score``, ``bm25_score``, ``keyword_coverage``). When nothing relevant is found the result is empty,
-    and the chain answers "the documents do not contain the answer" instead of letting the model invent one.
+    (``vector_score``, ``bm25_score``, ``keyword_coverage``). When the knowledge base does not hold what the
+    question asks about (:mod:`rag_app.grounding`) the result is empty, and the chain answers "the documents do
+    not contain the answer" instead of letting the model invent one.
     """
 
     knowledge_base: Any  # ingest.store.KnowledgeBase
@@ -108,10 +112,12 @@ class HybridRetriever(BaseRetriever):
     fetch_k: int = 30
     #: Vector weight relative to BM25's 1; ``None`` = calibrated per language (rag_app.calibrate).
     vector_weight: float | None = None
-    #: Relevance threshold: drop everything when no chunk is relevant (see :meth:`_relevant`).
+    #: Relevance threshold: drop everything when the question is not answerable (see :meth:`_relevant`).
     relevance_threshold: bool = True
-    #: Share (0..1) of the question's IDF-weighted terms one chunk must contain to count as relevant.
+    #: A floor under it: some chunk must hold this share (0..1) of the question's IDF-weighted terms.
     min_keyword_coverage: float = 0.2
+    #: Minimum evidence per question language; ``None``: :data:`rag_app.grounding.THRESHOLDS`.
+    answerable_thresholds: dict[str, dict[str, float]] | None = None
     #: Cosine similarity below which vector hits are dropped (0 keeps everything).
     score_threshold: float = 0.0
     mmr: bool = False
@@ -208,21 +214,35 @@ class HybridRetriever(BaseRetriever):
             out[cid] = (doc, score, vec)
         return out
 
+    def evidence(
+        self, query: str, vector_hits: dict[str, Any], keyword_hits: dict[str, Any], weight: float
+    ) -> Evidence:
+        """What this retrieval found for the question, as :class:`rag_app.grounding.Evidence`."""
+        from rag_app import grounding
+        from rag_app.prompting import question_language
+
+        language = question_language(query)
+        lexical = None
+        if self.mode != "vector":
+            lexical = grounding.lexical_share(self.knowledge_base.keywords, query, list(keyword_hits.values()))
+        vector = None
+        if self.mode != "bm25":
+            vector = grounding.vector_share(self.calibration(), language, [h[1] for h in vector_hits.values()])
+        return grounding.Evidence(language, lexical, vector, weight)
+
     def _relevant(
         self, query: str, vector_hits: dict[str, Any], keyword_hits: dict[str, Any], weight: float
     ) -> bool:
-        """Relevant when one chunk holds enough of the question's distinctive terms, or when an embedder that
-        is competent in the question's language finds a chunk more similar than unrelated chunks ever are."""
-        if any(h.coverage >= self.min_keyword_coverage for h in keyword_hits.values()):
-            return True
-        if not vector_hits or weight < 0.5:
-            return False
-        from rag_app.prompting import question_language
+        """Answerable by the evidence (:func:`rag_app.grounding.answerable`); when that is BM25's alone, some
+        chunk must also hold ``min_keyword_coverage`` of the question's IDF-weighted terms."""
+        from rag_app.grounding import answerable
 
-        threshold = self.calibration().vector_threshold(question_language(query))
-        if threshold is None:  # too few chunks in this language to know the embedder: only vector mode trusts it
-            return self.mode == "vector"
-        return max(hit[1] for hit in vector_hits.values()) >= threshold
+        evidence = self.evidence(query, vector_hits, keyword_hits, weight)
+        if evidence.kind == "lexical" and not any(
+            h.coverage >= self.min_keyword_coverage for h in keyword_hits.values()
+        ):
+            return False
+        return answerable(evidence, self.answerable_thresholds)
 
     def _documents(
         self,

@@ -164,14 +164,22 @@ class RagService:
         progress: EvalProgress | None = None,
         long: bool = False,
         budgets: Sequence[int] | None = None,
+        unanswerable: bool = False,
+        seed: int = 0,
     ) -> dict[str, Any]:
         """Retrieval (and answer) quality on a SQuAD-format file, in a temporary knowledge base.
 
         ``long``: instead, how often the context assembled within each of ``budgets`` tokens holds the
         answer, on the file's articles as long documents (:func:`rag_app.evaluate.evaluate_long`).
+        ``unanswerable``: instead, how well questions the knowledge base cannot answer are refused, with half
+        the articles (split by ``seed``) ingested (:func:`rag_app.evaluate.evaluate_unanswerable`).
         """
-        from rag_app.evaluate import LONG_BUDGETS, evaluate, evaluate_long
+        from rag_app.evaluate import LONG_BUDGETS, evaluate, evaluate_long, evaluate_unanswerable
 
+        if unanswerable:
+            return evaluate_unanswerable(
+                self.settings, dataset, embeddings=self.embeddings, seed=seed, limit=limit, progress=progress
+            )
         if long:
             return evaluate_long(
                 self.settings, dataset, embeddings=self.embeddings, budgets=budgets or LONG_BUDGETS,

@@ -104,6 +104,11 @@ PINNED: dict[str, str] = {
         "下面是一份文档前面部分的摘要，以及紧接着的文字。请扩充摘要，使它也涵盖新的文字。保留关键事实，"
         "不要添加文中没有的内容。只输出新的摘要。\n\n已有摘要：\n{summary}\n\n后续文字：\n{text}"
     ),
+    "low_support_en": (
+        "Note: little of this answer was found in the sources it cites. Check it against the sources before "
+        "relying on it."
+    ),
+    "low_support_zh": "注意：这个回答的内容在所引用的资料中找不到多少依据，请对照资料核实后再使用。",
 }
 
 # SmolLM2-Instruct's ChatML template (as stored in its GGUF).
