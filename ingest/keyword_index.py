@@ -257,6 +257,14 @@ class KeywordIndex:
             self._df_cache.update((t, found.get(t, 0)) for t in missing)
         return {t: self._df_cache[t] for t in terms}
 
+    def term_statistics(self, terms: list[str]) -> tuple[int, int, dict[str, int]]:
+        """(chunks, FTS5's row count, document frequency of each term): what BM25 weighs a question's terms by,
+        from the caches a search has just filled (answerability uses them: rag_app/grounding.py)."""
+        with self._lock:
+            self._refresh_statistics()
+            n, rows, _ = self._statistics()
+            return n, rows or n, self._document_frequencies(terms)
+
     def search(self, query: str, k: int) -> list[KeywordHit]:
         """The ``k`` best chunks for ``query`` by BM25, best first."""
         terms = list(dict.fromkeys(tokenize(query)))

@@ -111,20 +111,11 @@ def self_score(index: KeywordIndex, query: str) -> float:
     terms = list(dict.fromkeys(tokenize(query)))
     if not terms:
         return 0.0
-    n, rows, df = _term_statistics(index, terms)
+    n, rows, df = index.term_statistics(terms)
     if n > 2 * index.max_postings:
         covered = {ch for t in terms if len(t) > 1 and df[t] > 0 and _CJK_RUN.match(t) for ch in t}
         terms = [t for t in terms if not (len(t) == 1 and t in covered) and df[t] <= index.max_postings]
     return sum(max(1e-6, math.log((rows - df[t] + 0.5) / (df[t] + 0.5))) for t in terms)
-
-
-def _term_statistics(index: KeywordIndex, terms: list[str]) -> tuple[int, int, dict[str, int]]:
-    """(chunks, FTS5's row count, document frequency of each term), from the index's caches: the search has
-    just looked the same terms up, so this costs dictionary reads."""
-    with index._lock:
-        index._refresh_statistics()
-        n, rows, _ = index._statistics()
-        return n, rows or n, index._document_frequencies(terms)
 
 
 def vector_share(calibration: Any, language: str, similarities: list[float]) -> float | None:

@@ -20,7 +20,7 @@ from pydantic import PrivateAttr
 from rag_app.catalog import get_model
 from rag_app.errors import MissingDependencyError, ModelLoadError, ModelNotFoundError
 from rag_app.llm.base import LocalLLM
-from rag_app.llm.gguf import GGUFError, read_metadata
+from rag_app.llm.gguf import GGUFError
 from rag_app.llm.modelinfo import from_gguf, with_catalog
 from rag_app.llm.plan import LoadPlan, Machine, machine, plan_for
 from rag_app.packaged import packaged_file
@@ -180,7 +180,7 @@ def create(settings: LLMSettings) -> LlamaCppLLM:
         top_p=settings.top_p,
         top_k=settings.top_k,
         repeat_penalty=settings.repeat_penalty,
-        chat_template=read_metadata(path).get("tokenizer.chat_template"),
+        chat_template=load.info.chat_template,
         bos_token=token_text(client.token_bos()),
         eos_token=token_text(client.token_eos()),
         model_name=load.info.name,

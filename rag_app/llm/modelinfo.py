@@ -37,7 +37,8 @@ class ModelInfo:
     rope: RopeScaling
     weights_bytes: int | None = None
     quantization: str | None = None
-    chat_template: bool = False
+    #: The chat template stored with the model, if any.
+    chat_template: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         shape = self.shape
@@ -57,7 +58,7 @@ class ModelInfo:
             },
             "weights_bytes": self.weights_bytes,
             "quantization": self.quantization,
-            "chat_template": self.chat_template,
+            "chat_template": bool(self.chat_template),
         }
 
 
@@ -110,7 +111,7 @@ def from_gguf(path: str | Path) -> ModelInfo:
         rope=rope,
         weights_bytes=path.stat().st_size,
         quantization=_FILE_TYPES.get(_int(meta.get("general.file_type")) or -1),
-        chat_template=bool(meta.get("tokenizer.chat_template")),
+        chat_template=meta.get("tokenizer.chat_template") or None,
     )
 
 
@@ -152,8 +153,7 @@ def from_hf_folder(path: str | Path) -> ModelInfo:
         rope=rope,
         weights_bytes=weights or None,
         quantization=str(config.get("torch_dtype") or config.get("dtype") or "") or None,
-        chat_template=(folder / "tokenizer_config.json").is_file()
-        and "chat_template" in (folder / "tokenizer_config.json").read_text(encoding="utf-8"),
+        chat_template=_hf_chat_template(folder),
     )
 
 
@@ -184,3 +184,11 @@ def _int(value: Any) -> int | None:
     except (TypeError, ValueError):
         return None
 
+
+def _hf_chat_template(folder: Path) -> str | None:
+    try:
+        config = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    template = config.get("chat_template")
+    return template if isinstance(template, str) else None
