@@ -21,7 +21,18 @@ SAMPLES ?= samples/guide
 HOST    ?= localhost
 PORT    ?= 8501
 
-.PHONY: install run ingest-samples app test test-fast bench clean
+.PHONY: install system-deps run ingest-samples app test test-fast bench clean
+
+# Debian packages the browser tests and Chinese rendering need (Chromium, its driver, CJK fonts). Installed when
+# missing and we are root with apt (CI is); otherwise the browser tests skip and say why.
+SYSTEM_PACKAGES ?= chromium chromium-driver fonts-noto-cjk
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing Debian packages:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	else echo "not installing$$missing (needs root and apt-get): the browser tests will skip"; fi
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,7 +57,7 @@ app: install
 # The main job on the embedded default: ingest the shipped user guide, then serve the app on localhost.
 run: ingest-samples app
 
-test: install
+test: install system-deps
 	$(BIN)/python -m pytest -q -ra
 
 test-fast: install

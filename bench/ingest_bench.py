@@ -14,6 +14,8 @@ For each corpus:
 - LangChain recipe: TextLoader (autodetect_encoding) / PyPDFLoader + RecursiveCharacterTextSplitter
   (1000 characters, 200 overlap: the usual tutorial values) + Chroma.from_documents with the same embedder;
   it reads .txt/.md/.pdf only (the other types have no loader in that recipe).
+
+``--issue12``: embedders side by side in one run (see :func:`issue12`); numbers as JSON.
 """
 
 from __future__ import annotations
@@ -124,14 +126,226 @@ def bench_langchain(corpus: Path, embeddings: Any, work: Path) -> dict[str, Any]
     return {"chunks": len(chunks), "t": time.perf_counter() - start}
 
 
+# --- issue 12: backends side by side, lazy no-op re-ingest, OCR, prompt lookup -----------------------------
+
+
+def _volume(texts: list[str]) -> int:
+    return sum(len(t) for t in texts)
+
+
+def bench_backends(corpus: Path, work: Path, backends: dict[str, Any]) -> dict[str, Any]:
+    """Per embedder: the pipeline on the corpus (fresh data dir), then the raw embedder on the stored chunk
+    texts; and the LangChain recipe sized to hold all of the text (200 tokens of the embedder's tokenizer,
+    as ours) with the torch embedder. Chunks/s and characters/s, all in this one run."""
+    from langchain_chroma import Chroma
+    from langchain_core.documents import Document
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+    from ingest.pipeline import ingest_paths
+    from ingest.store import KnowledgeBase, open_client
+    from rag_app.settings import Settings
+
+    out: dict[str, Any] = {}
+    texts: list[str] = []
+    for name, embeddings in backends.items():
+        settings = Settings.load(data_dir=work / f"backend-{name}", ingest={"ocr": "off"})
+        start = time.perf_counter()
+        report = ingest_paths(settings, [corpus], embeddings=embeddings)
+        t_pipe = time.perf_counter() - start
+        texts = list(KnowledgeBase(open_client(settings.data_dir), "default", embeddings)._collection.get(
+            include=["documents"])["documents"])
+        start = time.perf_counter()
+        embeddings.embed_documents(texts)
+        t_raw = time.perf_counter() - start
+        out[name] = {"chunks": report.chunks_added, "chars": _volume(texts), "t_pipeline": t_pipe, "t_raw": t_raw}
+        print(name, out[name], flush=True)
+    torch = backends["torch"]
+    start = time.perf_counter()
+    # What TextLoader does for UTF-8 files (langchain-community is the optional 'bench' extra).
+    docs = [Document(path.read_text(encoding="utf-8"), metadata={"source": str(path)}) for path in sorted(corpus.rglob("*.txt"))]
+    splitter = RecursiveCharacterTextSplitter(chunk_size=200, chunk_overlap=30, length_function=torch.count_tokens)
+    chunks = splitter.split_documents(docs)
+    client = chromadb.PersistentClient(path=str(work / "recipe"), settings=ChromaSettings(anonymized_telemetry=False))
+    Chroma.from_documents(chunks, embedding=torch, client=client, collection_name="recipe")
+    out["langchain"] = {"chunks": len(chunks), "chars": _volume([c.page_content for c in chunks]),
+                        "t_pipeline": time.perf_counter() - start, "t_raw": None}
+    print("langchain", out["langchain"], flush=True)
+    return out
+
+
+def bench_queries(backends: dict[str, Any], n: int = 40) -> dict[str, float]:
+    """Median seconds to embed one question, per backend (questions of the shared QA files)."""
+    import statistics
+
+    questions: list[str] = []
+    for dataset in sorted((SHARED_EVAL / "qa").glob("*.json")):
+        data = json.loads(dataset.read_text(encoding="utf-8"))
+        questions += [q["question"] for a in data["data"] for p in a["paragraphs"] for q in p["qas"]][: n // 2]
+    out = {}
+    for name, embeddings in backends.items():
+        embeddings.embed_query("warm-up")
+        times = []
+        for question in questions:
+            start = time.perf_counter()
+            embeddings.embed_query(question)
+            times.append(time.perf_counter() - start)
+        out[name] = statistics.median(times)
+    return out
+
+
+def bench_noop_cli(corpus: Path, work: Path) -> dict[str, float]:
+    """Wall seconds of the CLI, Python's start included: first ingest, the unchanged re-ingest, `rag kb list`."""
+    import subprocess
+
+    rag = [sys.executable, "-m", "rag_app.cli", "--data-dir", str(work / "cli-data")]
+    out = {}
+    for label, args in (("first ingest", ["ingest", "-q", str(corpus)]), ("no-op re-ingest", ["ingest", "-q", str(corpus)]),
+                        ("kb list", ["kb", "list"]), ("no-op re-ingest (2)", ["ingest", "-q", str(corpus)]),
+                        ("kb list (2)", ["kb", "list"]), ("python -c pass", None)):
+        command = rag + args if args else [sys.executable, "-c", "pass"]
+        start = time.perf_counter()
+        subprocess.run(command, check=False, capture_output=True)
+        out[label] = time.perf_counter() - start
+    return out
+
+
+def bench_ocr(pages: int = 2) -> dict[str, float]:
+    """OCR pages/s on the shared scanned PDF (its first ``pages`` pages), engine load timed apart."""
+    from ingest.loaders.images import OcrEngine, render_page
+
+    import pypdfium2 as pdfium
+
+    engine = OcrEngine()
+    pdf = pdfium.PdfDocument(str(SHARED_EVAL / "pdf_tricky" / "mineru_small_ocr_scanned_notext.pdf"))
+    start = time.perf_counter()
+    engine._load()
+    t_load = time.perf_counter() - start
+    start = time.perf_counter()
+    chars = sum(len(engine.read_text(render_page(pdf[i]))) for i in range(pages))
+    t = time.perf_counter() - start
+    return {"engine_load_s": t_load, "pages": pages, "pages_per_s": pages / t, "chars": chars}
+
+
+LOOKUP_PROMPT = (
+    "Answer from the context, quoting it.\n\nContext:\n[1] The warranty of the X200 vacuum cleaner covers the "
+    "battery for two years and the motor for five years, provided the device was registered within 30 days of "
+    "purchase. Damage caused by water, falls or unauthorised repairs is not covered. To claim, send the receipt "
+    "and the serial number to support@example.com; a replacement ships within ten working days.\n"
+    "[2] 保修：X200 吸尘器的电池保修两年，电机保修五年，前提是在购买后 30 天内完成注册。进水、摔落或非授权维修"
+    "造成的损坏不在保修范围内。\n\nQuestion: What does the warranty of the X200 cover, and how do I claim?\n"
+    "Answer:"
+)
+
+
+def bench_prompt_lookup(new_tokens: int = 96, runs: int = 3) -> dict[str, Any]:
+    """Generation tokens/s of the shipped SmolLM2 with and without prompt-lookup decoding, greedy, on a
+    prompt whose answer copies the context: llama.cpp on the GGUF, transformers on the same GGUF
+    dequantized (transformers reads GGUF); medians of ``runs``, the same text either way (checked)."""
+    import statistics
+
+    import llama_cpp
+    from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+    from rag_app.llm.llamacpp import default_gguf_path
+
+    gguf = default_gguf_path()
+    out: dict[str, Any] = {}
+    configs = {"llama.cpp": None, "llama.cpp + lookup 4": 4, "llama.cpp + lookup 10": 10}
+    models = {
+        label: llama_cpp.Llama(model_path=str(gguf), n_ctx=1024, verbose=False, seed=0,
+                               draft_model=LlamaPromptLookupDecoding(num_pred_tokens=n) if n else None)
+        for label, n in configs.items()
+    }
+    rates: dict[str, list[float]] = {label: [] for label in configs}
+    texts: dict[str, str] = {}
+    for llm in models.values():  # the prompt is processed once here; timed runs reuse its KV cache
+        llm.create_completion(LOOKUP_PROMPT, max_tokens=1, temperature=0.0)
+    for _ in range(runs):  # interleaved, so that a change in the machine's load hits every configuration
+        for label, llm in models.items():
+            start = time.perf_counter()
+            result = llm.create_completion(LOOKUP_PROMPT, max_tokens=new_tokens, temperature=0.0)
+            rates[label].append(result["usage"]["completion_tokens"] / (time.perf_counter() - start))
+            texts[label] = result["choices"][0]["text"]
+    for label in configs:
+        out[label] = {"tokens_per_s": statistics.median(rates[label]), "runs": rates[label],
+                      "same_text": texts[label] == texts["llama.cpp"], "text": texts[label][:80]}
+        print(label, out[label], flush=True)
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
+    except Exception as exc:  # transformers' GGUF reader may not know this quantization
+        out["transformers"] = {"error": f"{type(exc).__name__}: {exc}"}
+        return out
+    inputs = tokenizer(LOOKUP_PROMPT, return_tensors="pt")
+    for label, extra in (("transformers", {}), ("transformers + lookup 10", {"prompt_lookup_num_tokens": 10})):
+        rates, text = [], ""
+        for _ in range(runs):
+            start = time.perf_counter()
+            with torch.inference_mode():
+                ids = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, min_new_tokens=new_tokens,
+                                     pad_token_id=tokenizer.eos_token_id, **extra)
+            n = ids.shape[1] - inputs["input_ids"].shape[1]
+            rates.append(n / (time.perf_counter() - start))
+            text = tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:])
+        out[label] = {"tokens_per_s": statistics.median(rates), "text": text[:80]}
+        print(label, out[label], flush=True)
+    return out
+
+
+def issue12(args: argparse.Namespace) -> None:
+    from ingest.embed import build_embeddings
+    from rag_app.settings import EmbeddingSettings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        backends: dict[str, Any] = {"torch": build_embeddings(EmbeddingSettings())}
+        for label, quantize in (("onnx fp32", "none"), ("onnx int8", "int8")):
+            start = time.perf_counter()
+            emb = build_embeddings(EmbeddingSettings(backend="onnx", quantize=quantize), work / "models")
+            print(f"{label}: {type(emb).__name__}, export+check {time.perf_counter() - start:.1f} s", flush=True)
+            if type(emb).__name__ == "OnnxEmbeddings":
+                backends[label] = emb
+        for emb in backends.values():
+            emb.embed_documents(["warm-up 预热"] * 32)
+        corpus = write_qa_passages(work / "qa-passages", args.limit)
+        results: dict[str, Any] = {"backends": bench_backends(corpus, work, backends)}
+        results["query_s"] = bench_queries(backends)
+        print("queries", results["query_s"], flush=True)
+        results["cli"] = bench_noop_cli(corpus, work)
+        print("cli", results["cli"], flush=True)
+        if not args.no_ocr:
+            results["ocr"] = bench_ocr()
+            print("ocr", results["ocr"], flush=True)
+    Path(args.json).write_text(json.dumps(results, indent=1), encoding="utf-8")
+    print(f"written to {args.json}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default=str(REPO / "docs" / "bench-ingest.md"))
     parser.add_argument("--note", default="", help="e.g. whether the machine was quiet")
     parser.add_argument("--limit", type=int, help="at most N QA passages (quick runs)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds per corpus; medians are reported")
+    parser.add_argument("--issue12", action="store_true",
+                        help="instead: torch / ONNX fp32 / ONNX int8 side by side (raw and pipeline), the "
+                        "token-sized LangChain recipe, query embedding, CLI no-op re-ingest vs kb list, OCR")
+    parser.add_argument("--json", default="bench-issue12.json", help="--issue12: where the numbers go")
+    parser.add_argument("--no-ocr", action="store_true", help="--issue12: skip the OCR timing")
+    parser.add_argument("--prompt-lookup", action="store_true",
+                        help="instead: SmolLM2 tokens/s with and without prompt-lookup decoding (JSON to --json)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
+    if args.prompt_lookup:
+        Path(args.json).write_text(json.dumps(bench_prompt_lookup(), indent=1, ensure_ascii=False), encoding="utf-8")
+        return
+    if args.issue12:
+        issue12(args)
+        return
     from ingest.embed import build_embeddings
     from rag_app.settings import Settings
 

@@ -82,3 +82,47 @@ def garbage_ratio(text: str) -> float:
 def looks_unreadable(text: str, threshold: float = 0.3) -> bool:
     """True when the text is mostly mojibake and indexing it would only add noise."""
     return len(text.strip()) >= 20 and garbage_ratio(text) >= threshold
+
+
+#: A "word" longer than this (outside CJK text, which has no spaces) is not a word: base64, a hex dump,
+#: one endless token. URLs and paths rarely reach it.
+_MAX_WORD = 40
+_LATIN_WORD = re.compile(r"[A-Za-z]+")
+_VOWELS = frozenset("aeiouyAEIOUY")
+_CONSONANT_RUN = re.compile(r"[^aeiouyAEIOUY]{6,}")
+
+
+def wordless_ratio(text: str) -> float:
+    """Share of the letters that are not in plausible words.
+
+    A word is implausible when it is longer than :data:`_MAX_WORD` characters (CJK characters excepted),
+    or is a run of Latin letters that no language writes: no vowel in four letters or more (acronyms
+    excepted), six consonants in a row, or case flipping three times inside it ("xQzPwK"). Real prose, code and tables score near 0; random
+    letters and one huge token score near 1.
+    """
+    total = 0
+    bad = 0
+    for word in text.split():
+        letters = sum(1 for ch in word if ch.isalpha() and not _CJK_RE.match(ch))
+        if not letters:
+            continue
+        total += letters
+        if len(word) > _MAX_WORD and not _CJK_RE.search(word):
+            bad += letters
+            continue
+        for run in _LATIN_WORD.findall(word):
+            if len(run) < 4 or (run.isupper() and len(run) <= 10):  # short words, acronyms ("NCCL")
+                continue
+            if not _VOWELS.intersection(run) or _CONSONANT_RUN.search(run) or _case_flips(run) >= 3:
+                bad += len(run)
+    return bad / total if total else 0.0
+
+
+def _case_flips(word: str) -> int:
+    return sum(1 for a, b in zip(word[1:], word[2:], strict=False) if a.isupper() != b.isupper())
+
+
+def looks_wordless(text: str, threshold: float = 0.5) -> bool:
+    """True when most of the text is not words (one huge token, random letters): indexing it would only
+    add junk chunks. Short texts are left alone (an ID, a code)."""
+    return len(text.strip()) >= 200 and wordless_ratio(text) >= threshold

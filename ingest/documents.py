@@ -134,6 +134,7 @@ def prune_missing(kb: KnowledgeBase, roots: Sequence[str | Path], present: set[s
             prefixes.append(name + "/")
         else:
             exact.add(name)
+            prefixes.append(name + "!")  # the members of an archive given by name
     gone = [
         rec.source
         for rec in kb.manifest.records(kb.collection_name)
@@ -155,7 +156,7 @@ def source_root_name(path: Path) -> str:
 
 
 def open_existing(settings: Settings, knowledge_base: str, embeddings: Embeddings | None = None) -> KnowledgeBase:
-    client = open_client(settings.data_dir)
+    client = open_client(settings.data_dir, settings.store.chroma_url)
     known = {kb.name for kb in list_knowledge_bases(client)}
     if knowledge_base not in known:
         existing = f" (existing: {', '.join(sorted(known))})" if known else ""
@@ -206,7 +207,7 @@ def delete_documents(settings: Settings, knowledge_base: str, names: Sequence[st
 
 def create_knowledge_base(settings: Settings, name: str) -> str:
     """Create an empty knowledge base; returns its Chroma collection name."""
-    client = open_client(settings.data_dir)
+    client = open_client(settings.data_dir, settings.store.chroma_url)
     cname = collection_name(name)
     if cname in {c.name for c in client.list_collections()}:
         raise KnowledgeBaseExistsError(f"knowledge base '{name.strip()}' already exists")

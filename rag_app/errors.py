@@ -107,3 +107,31 @@ class RerankerError(RagError):
 class EmbedderMismatchError(RagError):
     """A knowledge base opened with another embedding model than the one that built it: its vectors and
     the questions' would not be comparable (search results would be silently meaningless)."""
+
+
+class ServerBusyError(RagError):
+    """The server's generation queue is full (HTTP 503 with Retry-After)."""
+
+    hint = "try again in a moment"
+
+    def __init__(self, message: str, hint: str | None = None, *, retry_after: int = 1) -> None:
+        super().__init__(message, hint)
+        self.retry_after = retry_after
+
+
+class GenerationServerError(RagError):
+    """The OpenAI-compatible generation server (``llm.backend = "openai"``) could not be reached or refused."""
+
+    hint = "check llm.api_base (and llm.api_key), and that the generation server is running"
+
+
+class ChromaServerError(RagError):
+    """The Chroma server (``store.chroma_url``) could not be reached."""
+
+    hint = "check store.chroma_url, and that `chroma run` is running there"
+
+
+class RemoteServerError(RagError):
+    """A running `rag serve` (setting ``server_url``) could not be reached or refused the request."""
+
+    hint = "check server_url (and server_api_key), and that `rag serve` is running"

@@ -141,13 +141,33 @@ def best_over_golds(metric: Callable[[str, str], float], prediction: str, golds:
 # --- retrieval metrics -----------------------------------------------------------------------------
 
 
-def retrieval_metrics(ranks: list[int | None], refused: int = 0) -> dict[str, float]:
-    """hit@k and MRR from the rank (1-based) of the gold passage per question (None: not in the top 10)."""
+def retrieval_metrics(ranks: list[int | None], refused: Sequence[bool] = ()) -> dict[str, float]:
+    """hit@k and MRR of the ranking from the rank (1-based) of the gold passage per question (None: not in the
+    top 10); ``refused``: per question, whether the answerability check refused it. Refusals are a decision
+    taken after the ranking and are counted apart (``refused``); ``hit@k_answered`` counts them as misses: what
+    reaches the model."""
     n = max(1, len(ranks))
     out = {f"hit@{k}": round(sum(1 for r in ranks if r is not None and r <= k) / n, 4) for k in RANKS}
     out["mrr"] = round(sum(1.0 / r for r in ranks if r is not None) / n, 4)
-    out["refused"] = round(refused / n, 4)
+    no = list(refused) or [False] * len(ranks)
+    out["refused"] = round(sum(no) / n, 4)
+    for k in RANKS:
+        kept = sum(1 for r, x in zip(ranks, no, strict=True) if r is not None and r <= k and not x)
+        out[f"hit@{k}_answered"] = round(kept / n, 4)
     return out
+
+
+def _refused(docs: list[Any]) -> bool:
+    """The answerability check's verdict on a result of a retriever with ``annotate_evidence`` on."""
+    return not docs or docs[0].metadata.get("answerable") is False
+
+
+def _judging(settings: Settings) -> Settings:
+    """The retrieval as configured, but returning its ranking with the answerability verdict on each hit
+    instead of refusing: the ranking and the decision are scored apart (:func:`retrieval_metrics`)."""
+    return settings.model_copy(
+        update={"retrieval": settings.retrieval.model_copy(update={"k": max(RANKS), "relevance_threshold": False})}
+    )
 
 
 def _gold_rank(docs: list[Any], gold: set[str]) -> int | None:
@@ -221,18 +241,18 @@ def evaluate(
         retrievers = {
             "vector": _mode_settings(kb_settings, "vector"),
             "bm25": _mode_settings(kb_settings, "bm25"),
-            "default": kb_settings.model_copy(
-                update={"retrieval": kb_settings.retrieval.model_copy(update={"k": max(RANKS)})}
-            ),
+            "default": _judging(kb_settings),
         }
         retrieval: dict[str, dict[str, float]] = {}
         for mode, mode_settings in retrievers.items():
             retriever = build_retriever(mode_settings, embeddings)
+            # The configured check judges the default mode (as in the chain); the pure modes run without it.
+            retriever.annotate_evidence = mode == "default" and settings.retrieval.relevance_threshold  # type: ignore[attr-defined]
             ranks: list[int | None] = []
-            refused = 0
+            refused: list[bool] = []
             for n, q in enumerate(questions, 1):
                 docs = retriever.invoke(q.text)
-                refused += not docs
+                refused.append(_refused(docs) if mode == "default" else not docs)
                 ranks.append(_gold_rank(docs, gold[q.passage]))
                 if n % 50 == 0 or n == len(questions):
                     notify(f"retrieval:{mode}", n, len(questions))
@@ -268,13 +288,10 @@ def evaluate(
     return result
 
 
-def _mode_settings(settings: Settings, mode: str, *, relevance_threshold: bool = False) -> Settings:
-    """A pure mode for comparison: no reranker, no MMR and, unless asked for, no relevance threshold."""
+def _mode_settings(settings: Settings, mode: str) -> Settings:
+    """A pure mode for comparison: no reranker, no MMR, no relevance threshold."""
     retrieval = settings.retrieval.model_copy(
-        update={
-            "mode": mode, "k": max(RANKS), "relevance_threshold": relevance_threshold, "reranker_path": None,
-            "mmr": False,
-        }
+        update={"mode": mode, "k": max(RANKS), "relevance_threshold": False, "reranker_path": None, "mmr": False}
     )
     return settings.model_copy(update={"retrieval": retrieval})
 
@@ -290,6 +307,8 @@ def evaluate_unanswerable(
     seed: int = 0,
     limit: int | None = None,
     progress: Progress | None = None,
+    answers: bool = False,
+    llm: Any = None,
 ) -> dict[str, Any]:
     """Does retrieval refuse what the knowledge base does not hold? The split-half protocol.
 
@@ -297,8 +316,9 @@ def evaluate_unanswerable(
     ("nothing relevant"), questions on the ingested half must not. Per mode (``vector``, ``bm25`` and the
     configured ``default``, each with the relevance threshold on): ``refused_unanswerable`` (should be high),
     ``refused_answerable`` (false refusals, should be low) and their question counts, plus hit@k and MRR of
-    the answerable questions with refusals counted as misses (``"retrieval"``). ``limit``: the first
-    ``limit // 2`` questions of each half.
+    the answerable questions (``"retrieval"``, :func:`retrieval_metrics`). ``limit``: the first ``limit // 2``
+    questions of each half. ``answers``: also the support check's score distribution for the model's answers
+    (:func:`support_by_half`).
     """
     from rag_app.chain import build_retriever
 
@@ -316,35 +336,34 @@ def evaluate_unanswerable(
         gold = build_eval_kb(kb_settings, dataset, embeddings, Path(tmp), ingested)
         notify("ingest", len(ingested), len(ingested))
         modes = {
-            "vector": _mode_settings(kb_settings, "vector", relevance_threshold=True),
-            "bm25": _mode_settings(kb_settings, "bm25", relevance_threshold=True),
-            "default": kb_settings.model_copy(
-                update={"retrieval": kb_settings.retrieval.model_copy(update={"k": max(RANKS)})}
-            ),
+            "vector": _judging(_mode_settings(kb_settings, "vector")),
+            "bm25": _judging(_mode_settings(kb_settings, "bm25")),
+            "default": _judging(kb_settings),
         }
         result: dict[str, Any] = {"retrieval": {}, "unanswerable": {}}
         for mode, mode_settings in modes.items():
             retriever = build_retriever(mode_settings, embeddings)
+            retriever.annotate_evidence = True  # type: ignore[attr-defined]
             ranks: list[int | None] = []
-            refused = {True: 0, False: 0}
+            refused: dict[bool, list[bool]] = {True: [], False: []}
             questions = [(q, True) for q in answerable] + [(q, False) for q in unanswerable]
             for n, (q, is_answerable) in enumerate(questions, 1):
                 docs = retriever.invoke(q.text)
-                refused[is_answerable] += not docs
+                refused[is_answerable].append(_refused(docs))
                 if is_answerable:
                     ranks.append(_gold_rank(docs, gold[q.passage]))
                 if n % 50 == 0 or n == len(questions):
                     notify(f"unanswerable:{mode}", n, len(questions))
             result["retrieval"][mode] = retrieval_metrics(ranks, refused[True])
             result["unanswerable"][mode] = {
-                "refused_unanswerable": round(refused[False] / max(1, len(unanswerable)), 4),
-                "refused_answerable": round(refused[True] / max(1, len(answerable)), 4),
+                "refused_unanswerable": round(sum(refused[False]) / max(1, len(unanswerable)), 4),
+                "refused_answerable": round(sum(refused[True]) / max(1, len(answerable)), 4),
                 "questions": len(questions),
                 "unanswerable_questions": len(unanswerable),
                 "answerable_questions": len(answerable),
             }
             retriever.knowledge_base.keywords.close()  # type: ignore[attr-defined]
-    result["answers"] = {}
+        result["answers"] = support_by_half(kb_settings, embeddings, llm, answerable, unanswerable, notify) if answers else {}
     result["dataset"] = {
         "file": str(dataset_path),
         "seed": seed,
@@ -355,6 +374,38 @@ def evaluate_unanswerable(
         "seconds": round(time.perf_counter() - started, 1),
     }
     return result
+
+
+def support_by_half(
+    settings: Settings,
+    embeddings: Embeddings,
+    llm: Any,
+    answerable: Sequence[Question],
+    unanswerable: Sequence[Question],
+    notify: Progress,
+) -> dict[str, Any]:
+    """The support check's scores (:mod:`rag_app.support`) for the model's answers through the real chain:
+    to the questions the knowledge base holds, and to those it does not with the relevance threshold off (the
+    model made to answer from unrelated chunks — what the check exists to catch). Refusals are not scored."""
+    from rag_app.chain import build_rag_chain
+    from rag_app.support import score_distribution
+
+    if llm is None:
+        from rag_app.llm import create_llm
+
+        llm = create_llm(settings.llm)
+    forced = settings.model_copy(
+        update={"retrieval": settings.retrieval.model_copy(update={"relevance_threshold": False})}
+    )
+    out: dict[str, Any] = {}
+    for name, questions, conf in (("answerable", answerable, settings), ("unanswerable_forced", unanswerable, forced)):
+        chain = build_rag_chain(conf, llm=llm, embeddings=embeddings)
+        scores = []
+        for n, q in enumerate(questions, 1):
+            scores.append(chain.invoke(q.text)["grounding"]["score"])
+            notify(f"answers:{name}", n, len(questions))
+        out[name] = score_distribution(scores, settings.retrieval.support_threshold)
+    return out
 
 
 # --- the long window (--long) ----------------------------------------------------------------------

@@ -74,6 +74,14 @@ class Evidence:
         return self.lexical if kind == "lexical" else self.vector if kind == "vector" else None
 
 
+def thresholds_with(overrides: Any = None) -> Thresholds:
+    """:data:`THRESHOLDS` with a user's overrides (``retrieval.answerable_thresholds``) laid over them."""
+    table = {language: dict(kinds) for language, kinds in THRESHOLDS.items()}
+    for language, kinds in (overrides or {}).items():
+        table.setdefault(language, dict(THRESHOLDS["en"])).update(kinds)
+    return table
+
+
 def answerable(evidence: Evidence, thresholds: Thresholds | None = None) -> bool:
     """Whether the evidence reaches the threshold of its language and kind. No evidence at all (an embedder
     not yet calibrated in this language, in vector mode) gives the benefit of the doubt."""

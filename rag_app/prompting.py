@@ -161,9 +161,16 @@ def source_label(doc: Document) -> str:
     return f"{name}:{page}" if page else name
 
 
+def _where(doc: Document) -> str:
+    """The source label, with the section path the chunk sits under (``guide.md — 安装 > OCR``) when the
+    loader found headings: a chunk from deep in a manual still says where it is."""
+    heading = str(doc.metadata.get("heading") or "").strip()
+    return f"{source_label(doc)} — {heading}" if heading else source_label(doc)
+
+
 def format_context(docs: Sequence[Document], start: int = 1) -> str:
     """Numbered sources; ``start`` keeps the answer's numbering when the chunks come in several groups."""
-    return "\n\n".join(f"[{i}] ({source_label(d)})\n{d.page_content}" for i, d in enumerate(docs, start))
+    return "\n\n".join(f"[{i}] ({_where(d)})\n{d.page_content}" for i, d in enumerate(docs, start))
 
 
 def qa_instruction(question: str, docs: Sequence[Document], start: int = 1) -> str:

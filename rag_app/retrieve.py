@@ -43,14 +43,16 @@ class KnowledgeBaseRetriever(BaseRetriever):
     score_threshold: float = 0.0
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
+        """``k``: this call's number of chunks (``retriever.invoke(q, k=1)``, LangChain's convention)."""
+        k = k or self.k
         kb: KnowledgeBase = self.knowledge_base
         where = kb.reader_filter()  # issue 3: fresh after other processes' writes; half-written documents hidden
         if kb.count() == 0:
             raise EmptyKnowledgeBaseError(f"knowledge base '{kb.name}' is empty")
         out = []
-        for doc, distance in kb.vectorstore.similarity_search_with_score(query, k=self.k, filter=where):
+        for doc, distance in kb.vectorstore.similarity_search_with_score(query, k=k, filter=where):
             score = 1.0 - float(distance)  # cosine distance → similarity in [-1, 1]
             if self.score_threshold > 0 and score < self.score_threshold:
                 continue
@@ -112,12 +114,16 @@ class HybridRetriever(BaseRetriever):
     fetch_k: int = 30
     #: Vector weight relative to BM25's 1; ``None`` = calibrated per language (rag_app.calibrate).
     vector_weight: float | None = None
-    #: Relevance threshold: drop everything when the question is not answerable (see :meth:`_relevant`).
+    #: Relevance threshold: drop everything when the question is not answerable (see :meth:`verdict`).
     relevance_threshold: bool = True
     #: A floor under it: some chunk must hold this share (0..1) of the question's IDF-weighted terms.
     min_keyword_coverage: float = 0.2
     #: Minimum evidence per question language; ``None``: :data:`rag_app.grounding.THRESHOLDS`.
     answerable_thresholds: dict[str, dict[str, float]] | None = None
+    #: Put the answerability verdict on every document (``metadata["answerable"]``, ``["evidence"]``), also
+    #: when the threshold is off: the ranking and the decision can then be judged apart (``rag eval``, the
+    #: search page).
+    annotate_evidence: bool = False
     #: Cosine similarity below which vector hits are dropped (0 keeps everything).
     score_threshold: float = 0.0
     mmr: bool = False
@@ -152,8 +158,12 @@ class HybridRetriever(BaseRetriever):
         return float(self.calibration().weight(question_language(query)))
 
     def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun
+        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
     ) -> list[Document]:
+        """``k``: this call's number of chunks (``retriever.invoke(q, k=1)``, LangChain's convention)."""
+        if k is not None and k != self.k:
+            self._pool()  # created before the copy, so the copy shares it
+            return self.model_copy(update={"k": k})._get_relevant_documents(query, run_manager=run_manager)
         kb: KnowledgeBase = self.knowledge_base
         kb.refresh()  # issue 3: see other processes' writes before counting
         # Counting costs ~10 ms on a large collection: only before the first question, or when nothing is found.
@@ -175,9 +185,12 @@ class HybridRetriever(BaseRetriever):
             keyword_hits = {h.chunk_id: h for h in hits if h.chunk_id in visible}
         if not vector_hits and not keyword_hits and kb.count() == 0:  # emptied since the first question
             raise EmptyKnowledgeBaseError(f"knowledge base '{kb.name}' is empty")
-        if self.relevance_threshold and not self._relevant(query, vector_hits, keyword_hits, weight):
-            logger.info("nothing relevant for %r", query)
-            return []
+        verdict: tuple[bool, float | None] | None = None
+        if self.relevance_threshold or self.annotate_evidence:
+            verdict = self.verdict(query, vector_hits, keyword_hits, weight)
+            if self.relevance_threshold and not verdict[0]:
+                logger.info("nothing relevant for %r", query)
+                return []
         if self.mode == "vector":
             ranked = [(cid, hit[1]) for cid, hit in vector_hits.items()]
         else:
@@ -192,7 +205,11 @@ class HybridRetriever(BaseRetriever):
             docs = self.reranker.rerank(query, docs)
         if self.mmr:
             docs = self._mmr(kb, query, docs)
-        return docs[: self.k]
+        docs = docs[: self.k]
+        if verdict is not None and self.annotate_evidence:
+            for doc in docs:
+                doc.metadata["answerable"], doc.metadata["evidence"] = verdict
+        return docs
 
     def _vector_search(
         self, kb: KnowledgeBase, query: str, fetch: int
@@ -230,19 +247,21 @@ class HybridRetriever(BaseRetriever):
             vector = grounding.vector_share(self.calibration(), language, [h[1] for h in vector_hits.values()])
         return grounding.Evidence(language, lexical, vector, weight)
 
-    def _relevant(
+    def verdict(
         self, query: str, vector_hits: dict[str, Any], keyword_hits: dict[str, Any], weight: float
-    ) -> bool:
-        """Answerable by the evidence (:func:`rag_app.grounding.answerable`); when that is BM25's alone, some
-        chunk must also hold ``min_keyword_coverage`` of the question's IDF-weighted terms."""
+    ) -> tuple[bool, float | None]:
+        """(answerable by the evidence (:func:`rag_app.grounding.answerable`), the evidence score). When the
+        evidence is BM25's alone, some chunk must also hold ``min_keyword_coverage`` of the question's
+        IDF-weighted terms."""
         from rag_app.grounding import answerable
 
         evidence = self.evidence(query, vector_hits, keyword_hits, weight)
+        score = evidence.score()
         if evidence.kind == "lexical" and not any(
             h.coverage >= self.min_keyword_coverage for h in keyword_hits.values()
         ):
-            return False
-        return answerable(evidence, self.answerable_thresholds)
+            return False, score
+        return answerable(evidence, self.answerable_thresholds), score
 
     def _documents(
         self,

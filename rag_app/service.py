@@ -22,7 +22,8 @@ from rag_app.settings import Settings
 if TYPE_CHECKING:
     from ingest.documents import Removal
     from ingest.manifest import DocumentRecord
-    from ingest.pipeline import IngestReport, ProgressCallback
+    from ingest.pipeline import FileResult, IngestReport, ProgressCallback
+    from rag_app.conversations import ConversationStore
     from ingest.store import KnowledgeBaseInfo
     from rag_app.evaluate import Progress as EvalProgress
     from rag_app.summarize import Summary, SummaryProgress
@@ -42,6 +43,8 @@ class RagService:
         self._embeddings = embeddings
         self._llm = llm
         self._lock = threading.Lock()
+        #: Passwords of encrypted PDFs given in this process (the app shows their pages; never written to disk).
+        self._pdf_passwords: dict[str, str] = {}
 
     @property
     def embeddings(self) -> Embeddings:
@@ -49,8 +52,19 @@ class RagService:
             if self._embeddings is None:
                 from ingest.embed import build_embeddings
 
-                self._embeddings = build_embeddings(self.settings.embedding)
+                # data_dir/models: where an ONNX export of the embedder is kept (embedding.backend = "onnx").
+                self._embeddings = build_embeddings(self.settings.embedding, self.settings.data_dir / "models")
             return self._embeddings
+
+    def _embeddings_when_needed(self) -> Embeddings:
+        """The embedder if loaded, else a stand-in that loads it (through :attr:`embeddings`, so it is
+        shared) only when something is embedded: a re-ingestion where nothing changed loads no model."""
+        with self._lock:
+            if self._embeddings is not None:
+                return self._embeddings
+        from ingest.embed import LazyEmbeddings
+
+        return LazyEmbeddings.for_settings(self.settings.embedding, lambda: self.embeddings)
 
     @property
     def llm(self) -> TokenAwareLLM:
@@ -76,7 +90,7 @@ class RagService:
     def knowledge_bases(self) -> list[KnowledgeBaseInfo]:
         from ingest.store import list_knowledge_bases, open_client
 
-        return list_knowledge_bases(open_client(self.settings.data_dir))
+        return list_knowledge_bases(open_client(self.settings.data_dir, self.settings.store.chroma_url))
 
     def check_answerable(self, knowledge_base: str | None = None) -> None:
         """Raise a clear error when the knowledge base does not exist or holds nothing."""
@@ -99,18 +113,21 @@ class RagService:
         progress: ProgressCallback | None = None,
         passwords: dict[str, str] | None = None,
         prune: bool = False,
+        follow_symlinks: bool | None = None,
     ) -> IngestReport:
-        """Ingest files and folders; ``prune`` also removes documents whose files under ``paths`` are gone."""
+        """Ingest files and folders; ``prune`` also removes documents whose files under ``paths`` are gone;
+        ``follow_symlinks`` (``None``: the setting) follows symlinks out of the folders given."""
         from ingest.pipeline import ingest_paths
 
         return ingest_paths(
             self._for_kb(knowledge_base),
             paths,
-            embeddings=self.embeddings,
+            embeddings=self._embeddings_when_needed(),
             knowledge_base=knowledge_base,
             progress=progress,
             passwords=passwords,
             prune=prune,
+            follow_symlinks=follow_symlinks,
         )
 
     def create_knowledge_base(self, name: str) -> None:
@@ -123,7 +140,9 @@ class RagService:
         """Delete a knowledge base and all its chunks; returns how many chunks it held."""
         from ingest.documents import delete_knowledge_base
 
-        return delete_knowledge_base(self.settings, name)
+        chunks = delete_knowledge_base(self.settings, name)
+        self._forget_knowledge_base(name)  # its kept uploads and conversations go with it
+        return chunks
 
     def documents(self, knowledge_base: str | None = None) -> list[DocumentRecord]:
         """The documents stored in a knowledge base (file, chunks, pages, hash, date; copies as aliases)."""
@@ -135,7 +154,9 @@ class RagService:
         """Delete documents by source path or file name (as ``documents()`` lists them)."""
         from ingest.documents import delete_documents
 
-        return delete_documents(self.settings, knowledge_base or self.settings.knowledge_base, names)
+        removal = delete_documents(self.settings, knowledge_base or self.settings.knowledge_base, names)
+        self._forget_files(removal.sources, knowledge_base)  # a kept upload goes with its document
+        return removal
 
     def retriever(self, knowledge_base: str | None = None) -> BaseRetriever:
         """Retrieval alone (no LLM): for evaluation, benchmarks and 'search only' views."""
@@ -178,7 +199,8 @@ class RagService:
 
         if unanswerable:
             return evaluate_unanswerable(
-                self.settings, dataset, embeddings=self.embeddings, seed=seed, limit=limit, progress=progress
+                self.settings, dataset, embeddings=self.embeddings, seed=seed, limit=limit, progress=progress,
+                answers=answers, llm=self.llm if answers else None,
             )
         if long:
             return evaluate_long(
@@ -218,8 +240,270 @@ class RagService:
             report["ok"] = False
         return report
 
-    def chain(self, knowledge_base: str | None = None) -> Runnable[Any, dict[str, Any]]:
-        """The question-answering chain for a knowledge base (see :func:`rag_app.chain.build_rag_chain`)."""
+    def chain(
+        self, knowledge_base: str | None = None, *, generation: dict[str, Any] | None = None
+    ) -> Runnable[Any, dict[str, Any]]:
+        """The question-answering chain for a knowledge base (see :func:`rag_app.chain.build_rag_chain`).
+
+        ``generation``: per-request sampling for the shared model (see :meth:`llm_for`), e.g. from a server
+        request's ``max_tokens`` / ``temperature``."""
         from rag_app.chain import build_rag_chain
 
-        return build_rag_chain(self._for_kb(knowledge_base), llm=self.llm, embeddings=self.embeddings)
+        llm = self.llm_for(**generation) if generation else self.llm
+        return build_rag_chain(self._for_kb(knowledge_base), llm=llm, embeddings=self.embeddings)
+
+    def llm_for(
+        self, *, max_new_tokens: int | None = None, temperature: float | None = None, top_p: float | None = None
+    ) -> TokenAwareLLM:
+        """The shared model with other sampling for one request: a shallow copy (same weights, same lock),
+        so a server's callers can each ask for their own ``max_tokens``/``temperature`` without a reload.
+        Settings a backend does not have are ignored; with nothing to change, the model itself."""
+        llm = self.llm
+        fields = getattr(type(llm), "model_fields", {})
+        wanted = {"max_new_tokens": max_new_tokens, "temperature": temperature, "top_p": top_p}
+        update = {k: v for k, v in wanted.items() if v is not None and k in fields and getattr(llm, k) != v}
+        return llm.model_copy(update=update) if update else llm  # type: ignore[attr-defined,no-any-return]
+
+    def llm_id(self) -> str:
+        """A name for the configured LLM without loading it (the server lists it in /v1/models)."""
+        conf = self.settings.llm
+        if conf.model:
+            return conf.model
+        return Path(conf.model_path).stem if conf.model_path else conf.backend
+
+    def embedder_id(self) -> str:
+        """A name for the configured embedder without loading it (/v1/embeddings reports it)."""
+        conf = self.settings.embedding
+        return Path(conf.model_path).name if conf.model_path else f"{conf.backend}:default"
+
+    def embed(self, texts: Sequence[str]) -> tuple[list[list[float]], int]:
+        """Vectors of ``texts`` from the configured embedder, and the embedder tokens they took (the
+        server's /v1/embeddings)."""
+        from ingest.embed import token_counter
+
+        embeddings = self.embeddings
+        count = token_counter(embeddings)
+        return embeddings.embed_documents(list(texts)), sum(count(t) for t in texts)
+
+    def check_support(self, question: str, answer: str, passages: Sequence[str]) -> dict[str, Any]:
+        """The support check on an answer the caller cut short (e.g. at a client's stop sequence), as the
+        chain's ``grounding`` entry would have it."""
+        from rag_app.support import check_support
+
+        return dict(check_support(question, answer, passages, threshold=self.settings.retrieval.support_threshold))
+
+    def loaded(self) -> dict[str, bool]:
+        """Which models are loaded (a server is ready when both are)."""
+        with self._lock:
+            return {"llm": self._llm is not None, "embeddings": self._embeddings is not None}
+
+    def warm_up(self) -> None:
+        """Load both models now (a server does it at start so that the first request does not wait)."""
+        _ = self.embeddings, self.llm
+
+    # --- the app's rooms (issue 10): kept uploads, previews, hit test, conversations, the settings file --------
+
+    def conversations(self) -> ConversationStore:
+        """The saved conversations of this data directory (the app lists, renames and continues them)."""
+        from rag_app.conversations import ConversationStore
+
+        return ConversationStore(self.settings.data_dir)
+
+    def uploads_folder(self, knowledge_base: str | None = None) -> Path:
+        """Where files uploaded into a knowledge base are kept (see :mod:`rag_app.uploads`)."""
+        from ingest.store import collection_name
+
+        return self.settings.data_dir / "uploads" / collection_name(knowledge_base or self.settings.knowledge_base)
+
+    def ingest_uploads(
+        self,
+        files: Sequence[tuple[str, bytes]],
+        *,
+        knowledge_base: str | None = None,
+        progress: ProgressCallback | None = None,
+        passwords: dict[str, str] | None = None,
+    ) -> IngestReport:
+        """Keep uploaded ``(name, bytes)`` files (a zip unpacked) in the data directory and ingest them: kept,
+        so that their documents can be opened, shown page by page and re-ingested. A file that failed for
+        another reason than a missing password is not kept."""
+        from rag_app.uploads import store_uploads
+
+        kb = knowledge_base or self.settings.knowledge_base
+        paths = store_uploads(self.uploads_folder(kb), files)
+        self._pdf_passwords.update(passwords or {})
+        report = self.ingest(paths, knowledge_base=kb, progress=progress, passwords=passwords)
+        self._forget_files([f.path for f in report.by_status("failed", "skipped") if not needs_password(f)], kb)
+        return report
+
+    def source_file(self, source: str, knowledge_base: str | None = None) -> Path | None:
+        """The kept file of a document uploaded through the app; ``None`` for one ingested from elsewhere."""
+        folder = self.uploads_folder(knowledge_base).resolve()
+        path = (folder / source).resolve()
+        return path if path.is_file() and path.is_relative_to(folder) else None
+
+    def reingest(
+        self,
+        sources: Sequence[str],
+        knowledge_base: str | None = None,
+        *,
+        passwords: dict[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Ingest kept files again, from scratch (after a settings change, or with a PDF's password)."""
+        from rag_app.errors import DocumentNotFoundError
+
+        kb = knowledge_base or self.settings.knowledge_base
+        exists = kb in {info.name for info in self.knowledge_bases()}
+        stored = {r.source for r in self.documents(kb)} if exists else set()
+        roots: dict[Path, None] = {}
+        for source in sources:
+            if self.source_file(source, kb) is None:
+                raise DocumentNotFoundError(
+                    f"the file of '{source}' is not kept (it was not uploaded through the app)",
+                    hint="ingest it again from its folder (rag ingest PATH)",
+                )
+            # A zip's member is ingested through its folder, so that its source keeps the folder's name.
+            roots[self.uploads_folder(kb) / Path(source).parts[0]] = None
+        again = [s for s in sources if s in stored]
+        if again:
+            from ingest.documents import delete_documents
+
+            delete_documents(self.settings, kb, again)
+        self._pdf_passwords.update(passwords or {})
+        return self.ingest(list(roots), knowledge_base=kb, progress=progress, passwords=passwords)
+
+    def chunks(self, source: str, knowledge_base: str | None = None) -> list[dict[str, Any]]:
+        """A document's chunks in order: ``index``, ``page``, ``text`` (the app's chunk browser)."""
+        from ingest.documents import open_existing
+        from rag_app.errors import DocumentNotFoundError
+
+        kb = open_existing(self.settings, knowledge_base or self.settings.knowledge_base)
+        assert kb.manifest is not None
+        record = kb.manifest.record(kb.collection_name, source)
+        if record is None:
+            raise DocumentNotFoundError(f"no stored document '{source}'")
+        got = kb.vectorstore.get(where={"sha256": record.sha256}, include=["documents", "metadatas"])
+        rows = [
+            {"index": int(meta.get("chunk_index", i)), "page": meta.get("page"), "text": text or ""}
+            for i, (text, meta) in enumerate(zip(got["documents"], got["metadatas"], strict=True))
+        ]
+        return sorted(rows, key=lambda row: row["index"])
+
+    def passage_context(
+        self, source: str, first: int, last: int | None = None, knowledge_base: str | None = None
+    ) -> tuple[str, str, str]:
+        """(text before, the passage, text after) for chunks ``first``..``last`` of a document: a cited
+        passage shown within its surroundings (one chunk on each side)."""
+        rows = {row["index"]: row["text"] for row in self.chunks(source, knowledge_base)}
+        last = first if last is None else last
+        passage = "\n".join(rows[i] for i in range(first, last + 1) if i in rows)
+        return rows.get(first - 1, ""), passage, rows.get(last + 1, "")
+
+    def page_image(
+        self, source: str, page: int, highlight: str | None = None, knowledge_base: str | None = None
+    ) -> bytes | None:
+        """PNG of a PDF document's page with ``highlight`` (a cited passage) marked; ``None`` when the
+        document is no PDF or its file is not kept (then show :meth:`passage_context`)."""
+        from rag_app.preview import render_pdf_page
+
+        path = self.source_file(source, knowledge_base)
+        if path is None or path.suffix.lower() != ".pdf":
+            return None
+        known = self._pdf_passwords | self.settings.ingest.pdf_passwords
+        password = known.get(path.name) or known.get(source)
+        return render_pdf_page(path, page, highlight, password)
+
+    def search(self, query: str, knowledge_base: str | None = None) -> dict[str, Any]:
+        """Retrieval alone, for a hit test: each result's fused score and its parts (vector similarity,
+        BM25, keyword coverage), the vector weight used for this question (calibrated per language unless
+        set), and whether the relevance check lets the question reach the model at all."""
+        from rag_app.prompting import source_label
+
+        retriever: Any = self.retriever(knowledge_base)
+        weight = float(retriever.weight_for(query)) if hasattr(retriever, "weight_for") else None
+        answerable = True
+        if getattr(retriever, "relevance_threshold", False):
+            answerable = bool(retriever.invoke(query))
+            retriever = retriever.model_copy(update={"relevance_threshold": False})
+        results = []
+        for rank, doc in enumerate(retriever.invoke(query), 1):
+            meta = doc.metadata
+            results.append({
+                "rank": rank, "source": meta.get("source", ""), "page": meta.get("page"),
+                "chunk": meta.get("chunk_index"), "label": source_label(doc), "text": doc.page_content,
+                "score": meta.get("score"), "vector": meta.get("vector_score"), "keyword": meta.get("bm25_score"),
+                "coverage": meta.get("keyword_coverage"),
+            })
+        return {
+            "mode": self.settings.retrieval.mode,
+            "vector_weight": weight if weight is not None and weight != float("inf") else None,
+            "answerable": answerable,
+            "results": results,
+        }
+
+    def save_settings(self, updates: dict[str, Any]) -> Settings:
+        """Merge ``updates`` (nested like the TOML file; ``None`` unsets a key) into the settings file and
+        return the settings it now gives. Checked first: an invalid value raises the CLI's
+        :class:`SettingsError` and leaves the file as it was."""
+        import os
+        import tempfile
+        import tomllib
+
+        from rag_app.settings import settings_file, to_toml
+
+        path = settings_file()
+        data = tomllib.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+        merged = _merge_unset(data, updates)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".rag_settings-", suffix=".toml", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as out:
+                out.write(to_toml(merged))
+            Settings.load(config_file=tmp)  # raises SettingsError, with the CLI's message
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        return Settings.load(config_file=path)
+
+    def _forget_files(self, sources: Sequence[str], knowledge_base: str | None) -> None:
+        for source in sources:
+            path = self.source_file(source, knowledge_base)
+            if path is not None:
+                path.unlink(missing_ok=True)
+
+    def _forget_knowledge_base(self, name: str) -> None:
+        import shutil
+
+        shutil.rmtree(self.uploads_folder(name), ignore_errors=True)
+        self.conversations().delete_knowledge_base(name)
+
+
+def open_service(settings: Settings) -> Any:
+    """The service the faces use: a :class:`rag_app.remote.RemoteRagService` talking to a running ``rag serve``
+    when ``settings.server_url`` is set (many users share one warm model), else a local :class:`RagService`."""
+    if settings.server_url:
+        from rag_app.remote import RemoteRagService
+
+        return RemoteRagService(settings)
+    return RagService(settings)
+
+
+def needs_password(result: FileResult) -> bool:
+    """The file failed only because it is an encrypted PDF whose password was not given (or was wrong)."""
+    from rag_app.errors import EncryptedDocumentError
+
+    return result.status == "failed" and EncryptedDocumentError.hint in result.reason
+
+
+def _merge_unset(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base`` table by table; a ``None`` value removes the key."""
+    out = dict(base)
+    for key, value in over.items():
+        if value is None:
+            out.pop(key, None)
+        elif isinstance(value, dict):
+            out[key] = _merge_unset(out.get(key) if isinstance(out.get(key), dict) else {}, value)
+        else:
+            out[key] = value
+    return out

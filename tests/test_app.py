@@ -1,16 +1,15 @@
 """The Streamlit app, driven headlessly with ``streamlit.testing.v1.AppTest`` on the ``fake`` profile.
 
-AppTest 1.67 supports ``st.file_uploader`` (``at.file_uploader[0].set_value([...])``), so uploads go through
-the real widget and the app's own ingest path. The helpers are also tested directly.
+Each page is a script under ``rag_app/ui/`` reached with ``at.switch_page``; uploads go through the real
+``st.file_uploader`` and the app's own ingest path. The pure helpers are tested directly.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib.util
-import sys
+import io
+import zipfile
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from streamlit.testing.v1 import AppTest
@@ -18,43 +17,46 @@ from streamlit.testing.v1 import AppTest
 from ingest.store import KnowledgeBase, open_client
 from rag_app.service import RagService
 from rag_app.settings import Settings
+from tests.browser_tools import GUIDE_PDF, encrypted_pdf
 
 APP = Path(__file__).resolve().parent.parent / "streamlit_app.py"
 FAKE_ANSWER = "Fake answer [1]."
+LEAKY = "See ![x](http://127.0.0.1:9/leak?data) and [here](http://127.0.0.1:9/click) [1]."
 # The fake embedder gives every text a pseudo-random (but deterministic) vector and retrieval drops chunks
-# whose relevance is below 0, so questions are chosen for which the two test files both score >= 0.
+# whose relevance is below 0, so questions are chosen for which the test files score >= 0.
 QUESTION = "What does the assistant do?"
 
 ZH_MD = "# 用户指南\n\n本系统可以离线回答关于您文档的问题。所有数据都保存在本地计算机上。\n".encode()
 EN_TXT = b"Release notes.\n\nThe assistant answers questions about your own documents, offline.\n"
+TWO_FILES = [("用户指南.md", ZH_MD, "text/markdown"), ("notes.txt", EN_TXT, "text/plain")]
 
 
 @pytest.fixture
 def app_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """The fake profile (no models) and a fresh data directory, set the way a user would: env vars."""
+    """The fake profile (no models), a fresh data directory and settings file, set as a user would: env vars."""
     data = tmp_path / "data"
+    settings_file = tmp_path / "rag_settings.toml"
+    settings_file.write_text("", encoding="utf-8")
     monkeypatch.setenv("RAG_PROFILE", "fake")
     monkeypatch.setenv("RAG_DATA_DIR", str(data))
+    monkeypatch.setenv("RAG_SETTINGS_FILE", str(settings_file))
     monkeypatch.setenv("RAG_LLM__FAKE_RESPONSES", f'["{FAKE_ANSWER}"]')
     return data
 
 
-@pytest.fixture(scope="module")
-def app_module() -> ModuleType:
-    """``streamlit_app`` imported by path: importing it must not read settings or load models."""
-    spec = importlib.util.spec_from_file_location("streamlit_app", APP)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("streamlit_app", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-def start() -> AppTest:
+def start(page: str | None = None) -> AppTest:
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run(timeout=60)
     assert not at.exception, at.exception
+    if page:
+        goto(at, page)
     return at
+
+
+def goto(at: AppTest, page: str) -> None:
+    at.switch_page(f"rag_app/ui/{page}.py")
+    at.run(timeout=60)
+    assert not at.exception, at.exception
 
 
 def click(at: AppTest, label: str) -> None:
@@ -65,148 +67,268 @@ def click(at: AppTest, label: str) -> None:
     assert not at.exception, at.exception
 
 
-def upload_and_ingest(at: AppTest, files: list[tuple[str, bytes, str]]) -> None:
+def texts(elements: object) -> list[str]:
+    return [str(e.value) for e in elements]  # type: ignore[attr-defined]
+
+
+def upload(at: AppTest, files: list[tuple[str, bytes, str]]) -> None:
+    goto(at, "upload")
     at.file_uploader[0].set_value(files)
     at.run(timeout=60)
     click(at, "Ingest")
 
 
-def texts(elements: object) -> list[str]:
-    return [str(e.value) for e in elements]  # type: ignore[attr-defined]
-
-
 def ask(at: AppTest, question: str) -> None:
+    if not at.chat_input:
+        goto(at, "chat")
     at.chat_input[0].set_value(question)
     at.run(timeout=60)
     assert not at.exception, at.exception
 
 
-TWO_FILES = [("用户指南.md", ZH_MD, "text/markdown"), ("notes.txt", EN_TXT, "text/plain")]
+def assistants(at: AppTest) -> list:  # type: ignore[type-arg]
+    return [m for m in at.chat_message if m.name == "assistant"]
 
 
 # --- through the UI -------------------------------------------------------------------------------
 
 
-def test_page_renders_with_empty_data_dir(app_env: Path) -> None:
+def test_every_page_renders_with_empty_data_dir(app_env: Path) -> None:
     at = start()
-    assert at.title[0].value == "Private document Q&A"
-    assert at.selectbox[0].value == "default"
+    assert texts(at.title) == ["Chat"]
+    assert any("Demo mode" in c for c in texts(at.sidebar.caption))
+    for page, title in [("conversations", "Conversations"), ("documents", "Documents"), ("upload", "Upload"),
+                        ("search", "Search"), ("summarize", "Summarize"), ("settings", "Settings")]:
+        goto(at, page)
+        assert texts(at.title) == [title]
+        assert not at.error, (page, texts(at.error))
+    goto(at, "upload")
     assert at.file_uploader[0].accept_multiple_files
-    ingest = next(b for b in at.button if b.label == "Ingest")
-    assert ingest.disabled  # nothing uploaded yet
-    assert not at.error
+    assert next(b for b in at.button if b.label == "Ingest").disabled  # nothing uploaded yet
+
+
+def test_ui_in_chinese(app_env: Path) -> None:
+    at = start()
+    at.sidebar.selectbox(key="ui_language").set_value("zh").run()
+    assert texts(at.title) == ["对话"]
+    goto(at, "upload")
+    assert texts(at.title) == ["上传"]
+    assert "文档（" in at.file_uploader[0].label
+
+
+def test_upload_lists_formats_from_the_loaders(app_env: Path) -> None:
+    at = start("upload")
+    label = at.file_uploader[0].label
+    for ext in RagService.supported_extensions():
+        assert ext in label
+    assert ".zip" in label
 
 
 def test_upload_and_ingest_two_files(app_env: Path) -> None:
     at = start()
-    upload_and_ingest(at, TWO_FILES)
+    upload(at, TWO_FILES)
 
     assert not at.error, texts(at.error)
-    summary = texts(at.sidebar.success)
-    assert len(summary) == 1
-    assert "Knowledge base 'default'" in summary[0]
-    assert "2 file(s) ok, 0 skipped, 0 failed" in summary[0]
-    # The uploader is emptied for the next batch and the knowledge base shows its chunks.
-    assert not at.file_uploader[0].value
-    assert "chunks" in at.selectbox[0].format_func("default")
-    # Stored under the uploaded names, not temporary paths.
+    [summary] = texts(at.success)
+    assert "Knowledge base 'default'" in summary and "2 file(s) ok, 0 skipped, 0 failed" in summary
+    assert not at.file_uploader[0].value  # emptied for the next batch
     service = RagService(Settings.load())
     [info] = service.knowledge_bases()
     assert info.name == "default" and info.chunks >= 2
     kb = KnowledgeBase(open_client(app_env), "default", service.embeddings, create=False)
     assert kb.find_sources(hashlib.sha256(ZH_MD).hexdigest()) == {"用户指南.md"}
     assert kb.find_sources(hashlib.sha256(EN_TXT).hexdigest()) == {"notes.txt"}
+    # Kept, so that the document can be opened and re-ingested later.
+    assert service.source_file("notes.txt").read_bytes() == EN_TXT  # type: ignore[union-attr]
 
 
-def test_ask_shows_fake_answer_and_sources(app_env: Path) -> None:
+def test_ask_shows_answer_sources_and_saves_the_conversation(app_env: Path) -> None:
     at = start()
-    upload_and_ingest(at, TWO_FILES)
+    upload(at, TWO_FILES)
     ask(at, QUESTION)
 
     assert not at.error, texts(at.error)
-    assistant = [m for m in at.chat_message if m.name == "assistant"]
-    assert len(assistant) == 1
-    assert FAKE_ANSWER in texts(assistant[0].markdown)
-    [expander] = assistant[0].expander
-    assert expander.label == "Sources"
-    lines = texts(expander.markdown)
-    assert any(line.startswith("**[1]**") for line in lines)
-    joined = "\n".join(lines)
-    assert "用户指南.md" in joined and "notes.txt" in joined
-    assert "rag-upload-" not in joined and "/" not in joined.split(" — ")[0]
+    [assistant] = assistants(at)
+    assert "Fake answer \\[1\\]." in texts(assistant.markdown)
+    sources = assistant.expander[0]
+    assert sources.label == "Sources"
+    labels = [b.label for b in sources.button]
+    assert labels[0].startswith("[1] ") and {"[1] 用户指南.md", "[2] notes.txt"} >= set(labels) or len(labels) == 2
+    assert "rag-upload-" not in "".join(labels)
+    # The turn is saved: a restarted app lists the conversation and continues it.
+    at2 = start("conversations")
+    assert any(QUESTION in m for m in texts(at2.markdown))
+    click(at2, "Continue")
+    assert texts(at2.title) == ["Chat"]
+    assert len(assistants(at2)) == 1
+    goto(at2, "chat")  # AppTest keeps its own idea of the page: follow the app's switch
+    assert len(assistants(at2)) == 1
+    ask(at2, "And offline?")
+    assert len(assistants(at2)) == 2
+    [conv] = RagService(Settings.load()).conversations().list()
+    assert conv.messages == 4 and conv.knowledge_base == "default"
 
-    # A follow-up re-renders the first turn with its sources, and the chain gets the history.
-    ask(at, "And offline?")
-    assistant = [m for m in at.chat_message if m.name == "assistant"]
-    users = [m for m in at.chat_message if m.name == "user"]
-    assert len(assistant) == 2 and len(users) == 2
-    assert texts(users[0].markdown) == [QUESTION]
-    assert all(len(m.expander) == 1 for m in assistant)
-    assert at.session_state["conversations"]["default"][-1]["content"] == FAKE_ANSWER
 
-    click(at, "Clear conversation")
+def test_answer_cannot_fetch_anything(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_LLM__FAKE_RESPONSES", f'["{LEAKY}"]')
+    at = start()
+    upload(at, TWO_FILES)
+    ask(at, QUESTION)
+    [assistant] = assistants(at)
+    shown = assistant.markdown[0].value
+    assert "![" not in shown and "](" not in shown
+    assert "image: x — http\\://127.0.0.1:9/leak?data" in shown
+    assert "here (http\\://127.0.0.1:9/click)" in shown
+
+
+def test_open_citation_shows_pdf_page_or_passage(app_env: Path) -> None:
+    at = start()
+    upload(at, [("guide.pdf", GUIDE_PDF.read_bytes(), "application/pdf"), TWO_FILES[1]])
+    ask(at, "怎样导入文档？")
+    [assistant] = assistants(at)
+    pdf_button = next(b for b in assistant.button if b.label.startswith("[1] guide.pdf:"))
+    pdf_button.click()
+    at.run(timeout=60)
+    assert not at.exception
+    [image] = at.get("image")
+    assert image.proto.imgs[0].url.startswith("/")  # served by this app, never a remote URL
+    assert "the cited passage is highlighted" in image.proto.imgs[0].caption
+
+
+def test_open_text_citation_shows_the_passage_in_its_surroundings(app_env: Path) -> None:
+    at = start()
+    upload(at, TWO_FILES)
+    ask(at, QUESTION)
+    [assistant] = assistants(at)
+    next(b for b in assistant.button if b.label.startswith("[1] ")).click()
+    at.run(timeout=60)
+    assert not at.exception
+    assert any("the cited passage in its surroundings" in c for c in texts(at.caption))
+    highlighted = [m for m in texts(at.markdown) if ":orange-background[" in m]
+    assert len(highlighted) == 1
+    assert "offline" in highlighted[0] or "离线" in highlighted[0]
+    assert not at.get("image")
+
+
+def test_not_in_the_documents_is_shown_as_such(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_RETRIEVAL__MODE", "bm25")  # lexical evidence only: nothing matches the question
+    at = start()
+    upload(at, TWO_FILES)
+    ask(at, "Quantum chromodynamics gluon lattice?")
+    [assistant] = assistants(at)
+    assert any("Not in the documents" in i for i in texts(assistant.info))
+
+
+def test_regenerate_export_and_new_conversation(app_env: Path) -> None:
+    at = start()
+    upload(at, TWO_FILES)
+    ask(at, QUESTION)
+    click(at, "Regenerate")
+    assert len(assistants(at)) == 1
+    [conv] = RagService(Settings.load()).conversations().list()
+    assert conv.messages == 2
+    [download] = at.get("download_button")
+    assert download.proto.label == "Export (Markdown)"
+    click(at, "New conversation")
     assert not at.chat_message
 
 
-def test_ask_on_empty_knowledge_base_shows_error(app_env: Path) -> None:
+def test_documents_page_lists_deletes_and_reingests(app_env: Path) -> None:
     at = start()
-    ask(at, "Is anything here?")
+    upload(at, TWO_FILES)
+    goto(at, "documents")
+    [table] = at.dataframe
+    assert set(table.value["Document"]) == {"用户指南.md", "notes.txt"}
+    at.selectbox(key="doc_selected_default").set_value("notes.txt").run()
+    click(at, "Chunks")
+    assert any("Release notes" in e.label for e in at.expander)
+    click(at, "Re-ingest")
+    assert any("1 file(s) ok" in s for s in texts(at.success))
+    at.selectbox(key="doc_selected_default").set_value("notes.txt").run()
+    click(at, "Delete")
+    assert any("Deleted notes.txt" in s for s in texts(at.success))
+    assert set(at.dataframe[0].value["Document"]) == {"用户指南.md"}
+    service = RagService(Settings.load())
+    assert service.source_file("notes.txt") is None  # the kept file went with it
+    ask(at, QUESTION)
+    [assistant] = assistants(at)
+    assert all("notes.txt" not in b.label for b in assistant.button)
 
-    errors = texts(at.error)
-    assert len(errors) == 1
-    assert "no documents have been ingested yet" in errors[0]
-    assert "upload documents in the sidebar" in errors[0]
-    assert not [m for m in at.chat_message if m.name == "assistant" and m.markdown]
-    assert at.session_state["conversations"]["default"] == []  # a failed turn is not history
 
-
-def test_failing_files_are_reported_by_name(app_env: Path) -> None:
+def test_delete_knowledge_base_needs_its_name(app_env: Path) -> None:
     at = start()
-    upload_and_ingest(
-        at,
-        [
-            ("good.txt", EN_TXT, "text/plain"),
-            ("empty.txt", b"", "text/plain"),
-            ("broken.pdf", b"%PDF-1.7 this is not really a pdf \x00\x01\x02", "application/pdf"),
-        ],
-    )
-
-    assert not at.exception
-    summary = texts(at.sidebar.warning)
-    assert any("1 file(s) ok, 0 skipped, 2 failed" in s for s in summary), summary
-    errors = texts(at.sidebar.error)
-    assert len(errors) == 2, errors
-    assert any(e.startswith("Failed: empty.txt") and "empty" in e for e in errors)
-    assert any(e.startswith("Failed: broken.pdf") for e in errors)
-    # The good file is in the knowledge base: asking works and cites it.
-    ask(at, "What are the release notes?")
-    assert not at.main.error, texts(at.main.error)  # the report stays in the sidebar
-    [assistant] = [m for m in at.chat_message if m.name == "assistant"]
-    assert "good.txt" in "\n".join(texts(assistant.expander[0].markdown))
+    upload(at, TWO_FILES)
+    goto(at, "documents")
+    assert next(b for b in at.button if b.key == "kb_delete").disabled
+    at.text_input(key="confirm_delete_default").set_value("default").run()
+    next(b for b in at.button if b.key == "kb_delete").click().run()
+    assert any("Deleted knowledge base 'default'" in s for s in texts(at.success))
+    assert RagService(Settings.load()).knowledge_bases() == []
 
 
-def test_unsupported_file_is_skipped_with_reason(app_env: Path) -> None:
+def test_encrypted_pdf_password_asked_in_the_page(app_env: Path, tmp_path: Path) -> None:
+    secret = encrypted_pdf(tmp_path / "secret.pdf", "s3cret").read_bytes()
     at = start()
-    upload_and_ingest(at, [("notes.txt", EN_TXT, "text/plain"), ("table.xlsx", b"PK\x03\x04", "application/zip")])
-    skipped = [w for w in texts(at.sidebar.warning) if w.startswith("Skipped:")]
-    assert skipped and "table.xlsx" in skipped[0] and "unsupported" in skipped[0]
-
-
-def test_new_knowledge_base_is_created_and_selected(app_env: Path) -> None:
-    at = start()
-    at.text_input[0].set_value("研究资料")
-    at.run(timeout=60)
-    upload_and_ingest(at, [("notes.txt", EN_TXT, "text/plain")])
-
-    assert "Knowledge base '研究资料'" in texts(at.sidebar.success)[0]
-    assert at.selectbox[0].value == "研究资料"
-    assert at.text_input[0].value == ""
-    assert any(option.startswith("研究资料 (") and "chunks" in option for option in at.selectbox[0].options)
-    ask(at, "What are the release notes?")
+    upload(at, [("secret.pdf", secret, "application/pdf"), TWO_FILES[1]])
+    assert any("secret.pdf" in e and "encrypted" in e for e in texts(at.error))
+    field = at.text_input(key="pw_secret.pdf")
+    assert field.proto.type == field.proto.PASSWORD  # masked
+    field.set_value("s3cret").run()
+    click(at, "Ingest with the password")
     assert not at.error, texts(at.error)
-    [assistant] = [m for m in at.chat_message if m.name == "assistant"]
-    assert FAKE_ANSWER in texts(assistant.markdown)
-    assert "研究资料" in at.session_state["conversations"]
+    assert "secret.pdf" in {d.source for d in RagService(Settings.load()).documents()}
+
+
+def test_zip_upload_and_new_knowledge_base(app_env: Path) -> None:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as archive:
+        archive.writestr("docs/notes.txt", EN_TXT)
+        archive.writestr("docs/用户指南.md", ZH_MD)
+        archive.writestr("../evil.txt", b"escape attempt")
+    at = start("upload")
+    at.text_input(key="kb_new").set_value("研究资料").run()
+    at.file_uploader[0].set_value([("bundle.zip", buf.getvalue(), "application/zip")])
+    at.run(timeout=60)
+    click(at, "Ingest")
+    assert "Knowledge base '研究资料'" in texts(at.success)[0]
+    sources = {d.source for d in RagService(Settings.load()).documents("研究资料")}
+    assert sources == {"bundle/docs/notes.txt", "bundle/docs/用户指南.md"}
+    assert not (app_env / "uploads" / "evil.txt").exists()
+    assert at.text_input(key="kb_new").value == ""
+    goto(at, "chat")
+    assert at.sidebar.selectbox(key="kb_chat").value == "研究资料"
+
+
+def test_search_page_shows_scores_per_mode(app_env: Path) -> None:
+    at = start()
+    upload(at, TWO_FILES)
+    goto(at, "search")
+    at.text_input[0].set_value("assistant documents offline")
+    at.button[0].click().run() if False else None
+    at.get("button")  # form submit buttons are reached through the form
+    submit = next(b for b in at.button if b.label == "Search")
+    submit.click().run()
+    assert not at.exception
+    captions = texts(at.caption)
+    assert any(c.startswith("Mode: hybrid · vector weight for this question:") for c in captions)
+    assert any(c.startswith("fused ") and "vector" in c and "keyword" in c for c in captions)
+
+
+def test_settings_validated_and_saved(app_env: Path, tmp_path: Path) -> None:
+    at = start("settings")
+    save = next(b for b in at.button if b.label == "Save settings")
+    at.text_input[1].set_value("not-a-number")  # the context window; a form sends its values on submit
+    save.click().run()
+    assert any("invalid settings" in e and "n_ctx" in e for e in texts(at.error)), texts(at.error)
+    assert (tmp_path / "rag_settings.toml").read_text(encoding="utf-8") == ""  # unchanged
+    at.text_input[1].set_value("2048")
+    at.number_input[0].set_value(3)
+    next(b for b in at.button if b.label == "Save settings").click().run()
+    assert any("Saved to" in s for s in texts(at.success)), texts(at.error)
+    saved = (tmp_path / "rag_settings.toml").read_text(encoding="utf-8")
+    assert "n_ctx = 2048" in saved and "k = 3" in saved
+    assert Settings.load().retrieval.k == 3
+    assert any("rag doctor" in e.label for e in at.expander)
 
 
 def test_bad_settings_show_error_not_trace(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -219,8 +341,7 @@ def test_bad_settings_show_error_not_trace(app_env: Path, monkeypatch: pytest.Mo
 
 def test_missing_model_file_shows_error(app_env: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     at = start()
-    upload_and_ingest(at, [("notes.txt", EN_TXT, "text/plain")])
-    # Same data, but now a real LLM backend pointed at a file that is not there.
+    upload(at, [("notes.txt", EN_TXT, "text/plain")])
     monkeypatch.setenv("RAG_LLM__BACKEND", "llamacpp")
     monkeypatch.setenv("RAG_LLM__MODEL_PATH", str(tmp_path / "missing.gguf"))
     at = start()
@@ -228,6 +349,15 @@ def test_missing_model_file_shows_error(app_env: Path, monkeypatch: pytest.Monke
     errors = texts(at.error)
     assert len(errors) == 1, errors
     assert "missing.gguf" in errors[0]
+    assert RagService(Settings.load()).conversations().list() == []  # a failed turn is not history
+
+
+def test_ask_on_empty_knowledge_base_shows_error(app_env: Path) -> None:
+    at = start()
+    ask(at, "Is anything here?")
+    [error] = texts(at.error)
+    assert "no documents have been ingested yet" in error and "Upload page" in error
+    assert not assistants(at) or not assistants(at)[0].markdown
 
 
 # --- helpers, directly ----------------------------------------------------------------------------
@@ -246,81 +376,110 @@ def test_missing_model_file_shows_error(app_env: Path, monkeypatch: pytest.Monke
         ("用户指南.md", "用户指南.md"),
     ],
 )
-def test_safe_filename(app_module: ModuleType, raw: str, expected: str) -> None:
-    assert app_module.safe_filename(raw) == expected
+def test_safe_filename(raw: str, expected: str) -> None:
+    from rag_app.uploads import safe_filename
+
+    assert safe_filename(raw) == expected
 
 
-def test_safe_filename_shortens_long_names_keeping_suffix(app_module: ModuleType) -> None:
-    name = app_module.safe_filename("长" * 200 + ".pdf")
-    assert name.endswith(".pdf") and len(name.encode()) <= app_module.MAX_NAME_BYTES
+def test_unique_names_and_long_names() -> None:
+    from rag_app.uploads import MAX_NAME_BYTES, safe_filename, unique_names
+
+    assert unique_names(["a.txt", "x/a.txt", "A.txt", "b.md"]) == ["a.txt", "a (2).txt", "A (3).txt", "b.md"]
+    name = safe_filename("长" * 200 + ".pdf")
+    assert name.endswith(".pdf") and len(name.encode()) <= MAX_NAME_BYTES
 
 
-def test_unique_names(app_module: ModuleType) -> None:
-    assert app_module.unique_names(["a.txt", "x/a.txt", "A.txt", "b.md"]) == [
-        "a.txt",
-        "a (2).txt",
-        "A (3).txt",
-        "b.md",
-    ]
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("![x](http://h/leak?d)", "\\[image: x — http\\://h/leak?d\\]"),
+        ('[a](http://e.com "t") [1]', "a (http\\://e.com) \\[1\\]"),
+        ("<img src=http://h/x>", "\\<img src=http\\://h/x\\>"),
+        ("<http://h/x> www.h.com", "http\\://h/x www\\.h.com"),
+        ("costs $5 and $6", "costs \\$5 and \\$6"),
+        ("**bold** and `![c](d)` stay", "**bold** and `![c](d)` stay"),
+        ("1. 第一\n2. 第二", "1. 第一\n2. 第二"),
+    ],
+)
+def test_safe_markdown(text: str, shown: str) -> None:
+    from rag_app.ui.render import safe_markdown
+
+    assert safe_markdown(text) == shown
 
 
-class _Upload:
-    def __init__(self, name: str, data: bytes) -> None:
-        self.name = name
-        self._data = data
+def test_escape_markdown_shows_document_text_literally() -> None:
+    from rag_app.ui.render import escape_markdown
 
-    def getvalue(self) -> bytes:
-        return self._data
+    assert escape_markdown("a_b $5 *now* ![x](y)") == "a\\_b \\$5 \\*now\\* \\!\\[x\\]\\(y\\)"
 
 
-def test_ingest_uploads_stores_plain_names(app_module: ModuleType, tmp_path: Path) -> None:
-    settings = Settings.load(profile="fake", data_dir=tmp_path / "data")
-    service = RagService(settings)
-    events = []
-    report = app_module.ingest_uploads(
-        service,
-        [_Upload("../用户指南.md", ZH_MD), _Upload("notes.txt", EN_TXT)],
-        "docs",
-        events.append,
-    )
-    assert report.knowledge_base == "docs"
-    assert [f.path for f in report.files] == ["用户指南.md", "notes.txt"]
-    assert [f.status for f in report.files] == ["added", "added"]
-    assert events[0].stage == "start" and events[-1].stage == "done"
-    assert app_module.progress_state(events[-1]) == (1.0, "Done")
-    # The chain cites the uploaded names.
-    chunks = list(service.chain("docs").stream({"question": QUESTION, "chat_history": []}))
-    sources = next(c["sources"] for c in chunks if "sources" in c)
-    assert {s["source"] for s in sources} == {"用户指南.md", "notes.txt"}
+def test_conversation_store_survives_reopening(tmp_path: Path) -> None:
+    from rag_app.conversations import ConversationStore, Turn
+
+    store = ConversationStore(tmp_path)
+    conv = store.create("研究资料", "  What   is\nthis?  ")
+    store.append(conv.id, [Turn("user", "What is this?"), Turn("assistant", "答案 [1]", {"sources": [{"index": 1}]})])
+    other = store.create("default", "x" * 200)
+    assert len(other.title) == 80 and other.title.endswith("…")
+    again = ConversationStore(tmp_path)
+    [listed] = again.list("研究资料")
+    assert listed.title == "What is this?" and listed.messages == 2
+    assert again.messages(conv.id)[1].extra == {"sources": [{"index": 1}]}
+    again.rename(conv.id, "新标题")
+    again.truncate(conv.id, 1)
+    assert [c.title for c in again.list("研究资料")] == ["新标题"]
+    assert len(again.messages(conv.id)) == 1
+    assert again.delete_knowledge_base("研究资料") == 1
+    again.delete(other.id)
+    assert again.list() == []
 
 
-def test_progress_state(app_module: ModuleType) -> None:
+def test_to_toml_round_trips() -> None:
+    import tomllib
+
+    from rag_app.settings import to_toml
+
+    data = {"profile": "fake", "data_dir": "/数据", "llm": {"n_ctx": 2048, "system_prompt": '说 "hi"\n'},
+            "retrieval": {"k": 3, "context_budget": 0.25, "answerable_thresholds": {"zh": {"lexical": 0.5}}}}
+    assert tomllib.loads(to_toml(data)) == data
+
+
+def test_find_span_tolerates_whitespace_and_normalisation() -> None:
+    from rag_app.preview import find_span
+
+    page = "本地文档问答 用户指南\r\n这是什么\r\n本应用是一个私有、本地的\r\n文档问答工具。后面"
+    start, end = find_span(page, "本应用是一个私有、本地的文档问答工具。")  # type: ignore[misc]
+    assert page[start:end] == "本应用是一个私有、本地的\r\n文档问答工具。"
+    assert find_span(page, "完全不同的内容") is None
+
+
+def test_language_follows_the_browser() -> None:
+    from rag_app.ui.i18n import STRINGS, language_from
+
+    assert language_from("zh-CN") == "zh" and language_from(None, "zh-TW,zh;q=0.9") == "zh"
+    assert language_from("en-US") == "en" and language_from(None, None) == "en"
+    assert all(en and zh for en, zh in STRINGS.values())
+
+
+def test_progress_state_with_eta() -> None:
     from ingest.pipeline import ProgressEvent
+    from rag_app.ui.upload import progress_state
 
-    assert app_module.progress_state(ProgressEvent("start", 0, 0)) == (0.0, "0/0 files")
-    fraction, text = app_module.progress_state(ProgressEvent("file", 1, 4, 3, "a.txt"))
-    assert fraction == 0.25 and text == "1/4 files — a.txt (3 chunks embedded)"
-    assert app_module.progress_state(ProgressEvent("waiting", 0, 2, message="busy"))[1] == "busy"
+    fraction, text = progress_state(ProgressEvent("file", 1, 4, 3, "a.txt", eta_seconds=12.4))
+    assert fraction == 0.25 and text == "1/4 files — a.txt (3 chunks) · about 12 s left"
+    assert progress_state(ProgressEvent("done", 4, 4), "zh") == (1.0, "完成")
 
 
-def test_chat_history_pairs(app_module: ModuleType) -> None:
-    msgs = [
-        {"role": "user", "content": "q1", "sources": []},
-        {"role": "assistant", "content": "a1", "sources": []},
-        {"role": "user", "content": "q2", "sources": []},
+def test_conversation_markdown_export() -> None:
+    from rag_app.conversations import Turn
+    from rag_app.ui.chat import chat_history, conversation_markdown
+
+    turns = [
+        Turn("user", "q1"),
+        Turn("assistant", "a1 [1]", {"sources": [{"index": 1, "label": "f.pdf:2", "snippet": "s", "cited": True},
+                                                 {"index": 2, "label": "g.md", "snippet": "t"}]}),
     ]
-    assert app_module.chat_history(msgs) == [("q1", "a1")]
-
-
-def test_source_line_escapes_markdown(app_module: ModuleType) -> None:
-    line = app_module.source_line({"index": 2, "label": "a_b.md:3", "snippet": "costs $5 *now*"})
-    assert line == "**[2]** a\\_b.md:3 — costs \\$5 \\*now\\*"
-
-
-def test_friendly_uses_app_hints(app_module: ModuleType) -> None:
-    from rag_app.errors import EmptyKnowledgeBaseError, ModelNotFoundError
-
-    assert "sidebar" in app_module.friendly(EmptyKnowledgeBaseError("kb is empty"))
-    assert "rag ingest" not in app_module.friendly(EmptyKnowledgeBaseError("kb is empty"))
-    err = ModelNotFoundError("model file not found: x.gguf")
-    assert app_module.friendly(err) == err.friendly()
+    text = conversation_markdown("T", "kb", turns)
+    assert "## Q: q1" in text and "- [1] f.pdf:2: s" in text and "- [2] g.md (retrieved, not cited): t" in text
+    assert chat_history(turns) == [("q1", "a1 [1]")]

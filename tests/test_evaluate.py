@@ -61,8 +61,13 @@ def test_answer_metrics_words_for_english_characters_for_chinese() -> None:
 
 
 def test_retrieval_metrics() -> None:
-    m = retrieval_metrics([1, 2, None, 5], refused=1)
-    assert m == {"hit@1": 0.25, "hit@4": 0.5, "hit@10": 0.75, "mrr": round((1 + 0.5 + 0.2) / 4, 4), "refused": 0.25}
+    m = retrieval_metrics([1, 2, None, 5], refused=[False, True, False, False])
+    assert m == {
+        "hit@1": 0.25, "hit@4": 0.5, "hit@10": 0.75, "mrr": round((1 + 0.5 + 0.2) / 4, 4), "refused": 0.25,
+        # what reaches the model: the refused question ranked 2nd is a miss there
+        "hit@1_answered": 0.25, "hit@4_answered": 0.25, "hit@10_answered": 0.5,
+    }
+    assert retrieval_metrics([1, None])["refused"] == 0.0 and retrieval_metrics([1, None])["hit@1_answered"] == 0.5
 
 
 def test_rag_eval_json(tmp_path: Path) -> None:

@@ -110,6 +110,43 @@ def test_lexical_share_zh_and_en(mixed_kb: KnowledgeBase, question: str, low: bo
     assert (retriever.invoke(question) == []) is low
 
 
+def test_thresholds_are_settings(tmp_path: Path, mixed_kb: KnowledgeBase) -> None:
+    """retrieval.answerable_thresholds lays a user's values over the measured ones, down to the retriever."""
+    from rag_app.chain import build_retriever
+    from rag_app.grounding import thresholds_with
+    from rag_app.settings import Settings
+
+    table = thresholds_with({"zh": {"lexical": 0.0}})
+    assert table["zh"]["lexical"] == 0.0 and table["zh"]["hybrid"] == THRESHOLDS["zh"]["hybrid"]
+    assert table["en"] == THRESHOLDS["en"] and THRESHOLDS["zh"]["lexical"] > 0  # the defaults are not touched
+    question = "德川家康的父亲是谁？"  # refused by default (test above)
+    lenient = HybridRetriever(knowledge_base=mixed_kb, mode="bm25", answerable_thresholds=table, min_keyword_coverage=0)
+    assert lenient.invoke(question) != []
+    settings = Settings.load(
+        data_dir=tmp_path / "data", knowledge_base="g",
+        retrieval={"mode": "bm25", "answerable_thresholds": {"zh": {"lexical": 0.0}}},
+    )
+    built = build_retriever(settings, DeterministicFakeEmbedding(size=16))
+    assert built.answerable_thresholds == table  # type: ignore[attr-defined]
+    assert build_retriever(  # type: ignore[attr-defined]
+        Settings.load(data_dir=tmp_path / "data", knowledge_base="g"), DeterministicFakeEmbedding(size=16)
+    ).answerable_thresholds is None
+    with pytest.raises(Exception, match="answerable_thresholds"):
+        Settings.load(retrieval={"answerable_thresholds": {"zh": {"lexicon": 0.5}}})
+
+
+def test_the_verdict_can_annotate_instead_of_refusing(mixed_kb: KnowledgeBase) -> None:
+    """With the threshold off and annotate_evidence on, the ranking comes back whole with the verdict on it:
+    what `rag eval` scores apart (hit@k of the ranking, refusals on their own)."""
+    judge = HybridRetriever(knowledge_base=mixed_kb, mode="bm25", relevance_threshold=False, annotate_evidence=True)
+    refused = judge.invoke("德川家康的父亲是谁？")
+    assert refused and all(d.metadata["answerable"] is False for d in refused)
+    answered = judge.invoke("松平康忠的父亲是谁？")
+    assert answered and answered[0].metadata["answerable"] is True and answered[0].metadata["evidence"] > 0.75
+    plain = HybridRetriever(knowledge_base=mixed_kb, mode="bm25", relevance_threshold=False)
+    assert "answerable" not in plain.invoke("松平康忠的父亲是谁？")[0].metadata
+
+
 def test_evidence_is_the_weighted_mean_of_what_the_mode_has() -> None:
     assert Evidence("en", 0.3, 0.9, 0.5).score() == pytest.approx((0.3 + 0.5 * 0.9) / 1.5)
     assert Evidence("en", 0.3, None, 0.5).score() == 0.3  # no vector side (uncalibrated language, bm25 mode)
@@ -215,6 +252,28 @@ def test_rag_eval_unanswerable_json(tmp_path: Path) -> None:
     assert both.exit_code != 0 and "--unanswerable" in both.output
 
 
+def test_rag_eval_unanswerable_answers_scores_support_on_both_halves(tmp_path: Path) -> None:
+    """--answers: the support distribution of the model's answers on the ingested half, and on the unseen half
+    with the model made to answer anyway (those would be refused: unchecked, were the threshold on)."""
+    from rag_app.cli import cli
+
+    env = {
+        "RAG_EMBEDDING__BACKEND": "fake", "RAG_LLM__BACKEND": "fake", "RAG_DATA_DIR": str(tmp_path / "data"),
+        "RAG_LLM__FAKE_RESPONSES": json.dumps(["Penguins are flightless birds of the southern hemisphere [1]."]),
+    }
+    args = ["eval", str(tiny_squad(tmp_path)), "--unanswerable", "--answers", "--json", "--seed", "3"]
+    result = CliRunner().invoke(cli, args, env=env)
+    assert result.exit_code == 0, result.output
+    answers = json.loads(result.stdout.strip().splitlines()[-1])["answers"]
+    assert set(answers) == {"answerable", "unanswerable_forced"}
+    for dist in answers.values():
+        assert dist["checked"] == 4 and dist["unchecked"] == 0 and dist["threshold"] == 0.5
+    # One canned answer about one topic: supported by at most the one source that is about it.
+    assert answers["answerable"]["flagged"] >= 0.75 and answers["unanswerable_forced"]["flagged"] >= 0.75
+    table = CliRunner().invoke(cli, args[:-3], env=env)
+    assert table.exit_code == 0 and "support of answers, unanswerable forced (4)" in table.output
+
+
 # --- the goal, on real data ----------------------------------------------------------------------------
 
 
@@ -224,9 +283,9 @@ def test_goal_on_the_dev_files(
     shared_eval: Path, real_embeddings: Any, tmp_path: Path, name: str, hit_at_4: float
 ) -> None:
     """With the shipped English MiniLM embedder and default settings: ≥ 80 % of the questions on unseen
-    articles refused and ≤ 3 % of those on ingested ones (seed 0); with the whole file ingested, hit@4 within
-    0.01 of what it was without the check (docs/grounding.md: it loses 0.006 / 0.008, the goal's 0.005 is
-    not reached)."""
+    articles refused and ≤ 3 % of those on ingested ones (seed 0); with the whole file ingested, the ranking's
+    hit@4 within 0.005 of what it was before the check, and what reaches the model (refusals counted as misses)
+    within 0.01 (docs/grounding.md: it loses 0.006 / 0.008)."""
     from rag_app.evaluate import evaluate, evaluate_unanswerable
     from rag_app.settings import Settings
 
@@ -236,7 +295,9 @@ def test_goal_on_the_dev_files(
     assert default["refused_unanswerable"] >= 0.8, default
     assert default["refused_answerable"] <= 0.03, default
     whole = evaluate(settings, path, embeddings=real_embeddings)["retrieval"]["default"]
-    assert whole["hit@4"] >= hit_at_4 - 0.01, whole
+    assert whole["hit@4"] >= hit_at_4 - 0.005, whole
+    assert whole["hit@4_answered"] >= hit_at_4 - 0.01, whole
+    assert whole["refused"] <= 0.015, whole
 
 
 @pytest.mark.e2e

@@ -115,7 +115,7 @@ def test_docx_paragraphs_tables_headings(tmp_path: Path) -> None:
     got = sections(path)
     assert got[0][0] == "产品手册" and "第一段正文。" in got[0][2]
     assert got[1][0] == "产品手册 > 参数"
-    assert "名称 | 数值\n长度 | 42" in got[1][2]
+    assert "| 名称 | 数值 |\n|---|---|\n| 长度 | 42 |" in got[1][2]  # a Markdown table (issue 12)
     assert got[1][2].index("长度 | 42") < got[1][2].index("表格之后的段落。")
 
 
@@ -179,7 +179,7 @@ def test_html_visible_text_and_declared_charset(tmp_path: Path) -> None:
     got = sections(path)
     text = "\n".join(t for _, _, t in got)
     assert "这是加粗的一段话。" in text
-    assert "第一项\n\n第二项" in text and "名称 | 数值\n长度 | 42" in text
+    assert "第一项\n\n第二项" in text and "| 名称 | 数值 |\n|---|---|\n| 长度 | 42 |" in text
     for boilerplate in ("alert", "color: red", "首页", "版权所有", "隐藏的文字"):
         assert boilerplate not in text
     assert [h for h, _, _ in got] == ["知识库", "知识库 > 细节"]
@@ -210,7 +210,8 @@ def test_csv_semicolon_dialect(tmp_path: Path) -> None:
 def test_every_shared_file_through_the_pipeline(
     tmp_path: Path, shared_eval: Path, fake_embeddings: Embeddings
 ) -> None:
-    settings = settings_for(tmp_path / "data", chunk_size=120, chunk_overlap=10)
+    # OCR off: the scanned PDF is reported as without the extra (tests/test_ocr.py reads it by OCR).
+    settings = settings_for(tmp_path / "data", chunk_size=120, chunk_overlap=10, ocr="off")
     roots = [shared_eval / "docs", shared_eval / "pdf_tricky", shared_eval / "office"]
     report = ingest_paths(settings, roots, embeddings=fake_embeddings)
     assert len(report.files) == sum(1 for r in roots for p in r.iterdir() if p.is_file())

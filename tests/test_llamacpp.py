@@ -109,6 +109,16 @@ def test_generation_streams_and_counts_tokens(real_llm: Any) -> None:
     assert real_llm.count_tokens("<|im_start|>") == 1  # special tokens are one token
 
 
+def test_the_prompt_keeps_its_first_token_when_llama_cpp_adds_no_bos(real_llm: Any) -> None:
+    """SmolLM2's BOS is ChatML's <|im_start|> and its GGUF says add_bos_token = false: the template's leading
+    <|im_start|> is the prompt's first token and must reach the model (it used to be cut off as a double BOS)."""
+    prompt = "<|im_start|>user\nSay hello.<|im_end|>\n<|im_start|>assistant\n"
+    assert real_llm.bos_token == "<|im_start|>" and real_llm.adds_bos is False
+    assert real_llm._prepare(prompt) == prompt
+    doubled = real_llm.model_copy(update={"adds_bos": True})  # a model whose llama.cpp adds BOS: cut once
+    assert doubled._prepare(prompt) == prompt[len("<|im_start|>") :]
+
+
 def test_bad_model_file_is_a_named_error(tmp_path: Path) -> None:
     from rag_app.errors import ModelNotFoundError
 

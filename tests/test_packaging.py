@@ -47,3 +47,17 @@ def test_installed_wheel_works_outside_the_repo(wheel: Path, tmp_path: Path) -> 
     lines = run.stdout.splitlines()
     assert lines[0].startswith(str(target))
     assert "[INST] <<SYS>>" in run.stdout and lines[-1] == "llama2-chat"
+
+
+def test_every_package_folder_is_listed() -> None:
+    """A sub-package left out of pyproject's list works in the editable checkout and is missing from the wheel."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for top in ("rag_app", "ingest")
+        for init in (REPO / top).rglob("__init__.py")
+        if "__pycache__" not in init.parts
+    }
+    assert found <= listed, f"add to [tool.setuptools] packages: {sorted(found - listed)}"

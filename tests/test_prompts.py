@@ -340,3 +340,13 @@ def test_condense_instruction_language() -> None:
 def test_no_answer_text_language() -> None:
     assert no_answer_text("What is this?") == PINNED["no_answer_en"]
     assert no_answer_text("这是什么？") == PINNED["no_answer_zh"]
+
+
+def test_context_says_which_section_a_chunk_is_from() -> None:
+    from rag_app.prompting import format_context
+
+    docs = [
+        Document(page_content="装好 rapidocr 后自动识别。", metadata={"source": "guide.md", "heading": "安装 > OCR"}),
+        Document(page_content="Page text.", metadata={"source": "a.pdf", "page": 3}),
+    ]
+    assert format_context(docs) == "[1] (guide.md — 安装 > OCR)\n装好 rapidocr 后自动识别。\n\n[2] (a.pdf:3)\nPage text."

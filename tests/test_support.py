@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from langchain_core.documents import Document
-from streamlit.testing.v1 import AppTest
 
 from rag_app.chain import build_chain
 from rag_app.prompting import load_prompt, no_answer_text
@@ -26,7 +25,7 @@ from rag_app.support import (
     split_sources,
     support_score,
 )
-from tests.test_app import APP, QUESTION, TWO_FILES, ask, texts, upload_and_ingest
+from tests.test_app import QUESTION, TWO_FILES, app_env, ask, assistants, start, texts, upload  # noqa: F401
 from tests.test_chain import RecordingFakeLLM, llama2
 from tests.test_chain_types import ListRetriever
 from tests.test_cli import run
@@ -183,9 +182,9 @@ def test_score_distribution() -> None:
 # --- the chain -----------------------------------------------------------------------------------
 
 
-def chain_for(answer: str, docs: list[Document] = DOCS) -> tuple[Any, RecordingFakeLLM]:
+def chain_for(answer: str, docs: list[Document] = DOCS, **options: Any) -> tuple[Any, RecordingFakeLLM]:
     llm = RecordingFakeLLM(responses=[answer])
-    return build_chain(llm, ListRetriever(docs=docs), llama2()), llm
+    return build_chain(llm, ListRetriever(docs=docs), llama2(), **options), llm
 
 
 def streamed(chain: Any, question: str) -> list[dict[str, Any]]:
@@ -211,6 +210,18 @@ def test_chain_unsupported_answer_with_dangling_citation() -> None:
     assert [s["cited"] for s in out["sources"]] == [False, True]
     zh = chain_for("月亮是用奶酪做的[1]。")[0].invoke("月亮是什么做的？")
     assert zh["grounding"]["notice"] == ZH_NOTICE and not zh["grounding"]["supported"]
+
+
+def test_support_threshold_is_a_setting(tmp_path: Path) -> None:
+    from rag_app.chain import build_rag_chain
+    from rag_app.settings import Settings
+
+    assert Settings.load().retrieval.support_threshold == SUPPORT_THRESHOLD
+    lenient = chain_for("The moon is made of green cheese [2].", support_threshold=0.0)[0]
+    assert lenient.invoke("What is the moon made of?")["grounding"]["supported"] is True
+    settings = Settings.load(profile="fake", data_dir=tmp_path / "data", retrieval={"support_threshold": 0.0})
+    chain = build_rag_chain(settings)
+    assert chain.bound.last.threshold == 0.0  # type: ignore[attr-defined]  # the SupportCheck ends the chain
 
 
 def test_chain_refusal_is_not_checked() -> None:
@@ -310,27 +321,22 @@ def test_cli_notice_in_chinese_also_with_hide_source(cli_data: Path) -> None:
 # --- the Streamlit app ---------------------------------------------------------------------------
 
 
-def test_app_shows_notice_and_marks_other_sources(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("RAG_PROFILE", "fake")
-    monkeypatch.setenv("RAG_DATA_DIR", str(tmp_path / "data"))
+def test_app_shows_notice_and_marks_other_sources(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RAG_LLM__FAKE_RESPONSES", json.dumps(["The moon is made of green cheese [2] [9]."]))
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run(timeout=60)
-    upload_and_ingest(at, TWO_FILES)
+    at = start()
+    upload(at, TWO_FILES)
     ask(at, QUESTION)
 
-    [assistant] = [m for m in at.chat_message if m.name == "assistant"]
-    assert texts(assistant.markdown)[0] == "The moon is made of green cheese [2]."  # then the sources
+    [assistant] = assistants(at)
+    assert "The moon is made of green cheese \\[2\\]." in texts(assistant.markdown)  # [9] removed
     assert texts(assistant.warning) == [EN_NOTICE]
-    [expander] = assistant.expander
-    lines = texts(expander.markdown)
-    assert [line[:7] for line in lines] == ["**[2]**", "**[1]**"]  # the cited source first
-    assert texts(expander.caption) == ["Also retrieved (not cited in the answer):"]
-    turn = at.session_state["conversations"]["default"][-1]
-    assert turn["notice"] == EN_NOTICE and [s["cited"] for s in turn["sources"]] == [False, True]
+    sources = assistant.expander[0]
+    labels = [b.label for b in sources.button]
+    assert labels[0].startswith("[2] ") and labels[1].startswith("[1] ")  # the cited source first
+    assert texts(sources.caption) == ["Also retrieved (not cited in the answer):"]
 
-    # Re-drawn from the history on the next run: the notice and the marking stay with that answer.
+    # Re-drawn from the saved conversation on the next run: the notice and the marking stay with that answer.
     ask(at, "And offline?")
-    first = [m for m in at.chat_message if m.name == "assistant"][0]
+    first = assistants(at)[0]
     assert texts(first.warning) == [EN_NOTICE]
     assert texts(first.expander[0].caption) == ["Also retrieved (not cited in the answer):"]

@@ -21,6 +21,7 @@ _BACKENDS: dict[str, str] = {
     "llamacpp": "rag_app.llm.llamacpp",
     "transformers": "rag_app.llm.hf",
     "fake": "rag_app.llm.fake",
+    "openai": "rag_app.llm.openai_backend",  # an OpenAI-compatible server (issue 11); nothing loaded here
 }
 
 

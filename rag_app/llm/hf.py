@@ -48,6 +48,10 @@ class TransformersLLM(LocalLLM):
     model: Any
     tokenizer: Any
     do_sample: bool = True
+    #: Prompt-lookup decoding: up to this many draft tokens copied from the prompt (0: off).
+    prompt_lookup: int = 0
+    #: A small model of the same tokenizer that drafts tokens for this one (assisted generation).
+    assistant_model: Any = None
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -85,6 +89,10 @@ class TransformersLLM(LocalLLM):
             )
         else:
             generate_kwargs.update(do_sample=False)
+        if self.assistant_model is not None:
+            generate_kwargs["assistant_model"] = self.assistant_model
+        elif self.prompt_lookup:
+            generate_kwargs["prompt_lookup_num_tokens"] = self.prompt_lookup
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -390,6 +398,8 @@ def create(settings: LLMSettings) -> TransformersLLM:
     return TransformersLLM(
         model=model,
         tokenizer=tokenizer,
+        prompt_lookup=settings.prompt_lookup,
+        assistant_model=_draft_model(settings, kwargs),
         context_window=n_ctx,
         max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,
@@ -401,3 +411,21 @@ def create(settings: LLMSettings) -> TransformersLLM:
         eos_token=tokenizer.eos_token or "",
         model_name=path.name,
     )
+
+
+def _draft_model(settings: LLMSettings, kwargs: dict[str, Any]) -> Any:
+    """The draft model for assisted generation (``llm.draft_model_path``), loaded like the main one."""
+    if settings.draft_model_path is None:
+        return None
+    from transformers import AutoModelForCausalLM
+
+    path = Path(settings.draft_model_path).expanduser()
+    if settings.prompt_lookup:
+        logger.warning("llm.draft_model_path and llm.prompt_lookup both set: the draft model is used")
+    try:
+        draft = AutoModelForCausalLM.from_pretrained(str(path), **{"local_files_only": True, **kwargs})
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"cannot load the draft model from {path}: {exc}") from exc
+    if "device_map" not in kwargs:
+        draft.to(settings.device)
+    return draft.eval()

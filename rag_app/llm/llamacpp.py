@@ -47,6 +47,8 @@ class LlamaCppLLM(LocalLLM):
     """A loaded GGUF model. Generation is serialised: one llama.cpp context is not thread-safe."""
 
     client: Any
+    #: Whether llama.cpp puts BOS before every prompt itself (the GGUF's ``tokenizer.ggml.add_bos_token``).
+    adds_bos: bool = True
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -61,8 +63,9 @@ class LlamaCppLLM(LocalLLM):
         return len(self.client.tokenize(text.encode("utf-8"), add_bos=False, special=True))
 
     def _prepare(self, prompt: str) -> str:
-        # llama.cpp adds BOS itself; a template that starts with the BOS text would give two.
-        if self.bos_token and prompt.startswith(self.bos_token):
+        # Where llama.cpp adds BOS itself, a template that starts with the BOS text would give two. Where it does
+        # not (SmolLM2: its BOS is ChatML's <|im_start|>), the text is the prompt's first token and stays.
+        if self.adds_bos and self.bos_token and prompt.startswith(self.bos_token):
             return prompt[len(self.bos_token) :]
         return prompt
 
@@ -122,6 +125,11 @@ def llama_kwargs(
         kwargs["rope_freq_base"] = base
     if settings.rope_freq_scale is not None:
         kwargs["rope_freq_scale"] = settings.rope_freq_scale
+    if settings.prompt_lookup:
+        # Prompt-lookup decoding: draft tokens are n-grams of the prompt (answers quote their sources).
+        from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
+
+        kwargs["draft_model"] = LlamaPromptLookupDecoding(num_pred_tokens=settings.prompt_lookup)
     return kwargs
 
 
@@ -183,5 +191,6 @@ def create(settings: LLMSettings) -> LlamaCppLLM:
         chat_template=load.info.chat_template,
         bos_token=token_text(client.token_bos()),
         eos_token=token_text(client.token_eos()),
+        adds_bos=client.tokenize(b"a", add_bos=True)[:1] == [client.token_bos()],
         model_name=load.info.name,
     )

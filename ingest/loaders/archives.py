@@ -1,0 +1,125 @@
+"""Zip archives of documents: each member is a document of its own, ``archive.zip!folder/member.pdf``.
+
+Archives are hostile input until proven otherwise: a member whose name is absolute or climbs out with
+'..' is refused; so are members larger than :data:`MAX_MEMBER_BYTES` once inflated, archives that inflate
+past :data:`MAX_TOTAL_BYTES`, members compressed more than :data:`MAX_RATIO` to one (zip bombs), nested
+archives, and more than :data:`MAX_MEMBERS` members. Sizes are enforced while inflating, never trusted
+from the archive's own directory. Nothing is extracted to disk under the member's own name.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+
+from ingest.loaders.base import LoadedDocument, LoadOptions, Section, is_supported, load_document, register_loader
+from rag_app.errors import DocumentLoadError
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_SUFFIXES = (".zip",)
+MAX_MEMBER_BYTES = 200 * 1024 * 1024
+MAX_TOTAL_BYTES = 1024 * 1024 * 1024
+MAX_RATIO = 200
+MAX_MEMBERS = 10_000
+#: Separates an archive's source from its member's name in reports and metadata.
+MEMBER_SEPARATOR = "!"
+
+
+@dataclass(frozen=True)
+class Member:
+    """One entry of an archive: ``refused`` says why it is not read (empty when it is)."""
+
+    name: str
+    size: int
+    refused: str = ""
+
+
+def is_archive(path: Path) -> bool:
+    return path.suffix.lower() in ARCHIVE_SUFFIXES
+
+
+def list_members(path: Path) -> list[Member]:
+    """The archive's file members in order, each either readable or refused with a reason."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            infos = [i for i in archive.infolist() if not i.is_dir()]
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise DocumentLoadError(str(path), f"not a readable zip archive ({exc})") from exc
+    members: list[Member] = []
+    total = 0
+    for count, info in enumerate(infos):
+        name = info.filename
+        reason = _refusal(info, count)
+        if not reason:
+            total += info.file_size
+            if total > MAX_TOTAL_BYTES:
+                reason = f"the archive inflates past {MAX_TOTAL_BYTES >> 20} MB"
+        members.append(Member(name, info.file_size, reason))
+    return members
+
+
+def _refusal(info: zipfile.ZipInfo, count: int) -> str:
+    name = info.filename.replace("\\", "/")
+    parts = PurePosixPath(name).parts
+    if name.startswith("/") or (parts and parts[0].endswith(":")) or ".." in parts:
+        return "unsafe member path (absolute or with '..')"
+    if any(p.startswith(".") for p in parts):
+        return "hidden file"
+    if count >= MAX_MEMBERS:
+        return f"more than {MAX_MEMBERS} members"
+    if is_archive(Path(name)):
+        return "archive inside an archive (not opened)"
+    if info.flag_bits & 0x1:
+        return "encrypted member"
+    if info.file_size > MAX_MEMBER_BYTES:
+        return f"member larger than {MAX_MEMBER_BYTES >> 20} MB"
+    if info.file_size > 1 << 20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
+        return "compression ratio of a zip bomb"
+    if not is_supported(Path(name)):
+        return f"unsupported file type '{Path(name).suffix or '(none)'}'"
+    return ""
+
+
+def read_member(path: Path, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
+    """A member's bytes, inflating at most ``limit`` bytes whatever the archive claims."""
+    with zipfile.ZipFile(path) as archive, archive.open(name) as fh:
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise DocumentLoadError(f"{path}{MEMBER_SEPARATOR}{name}", f"member larger than {limit >> 20} MB")
+    return data
+
+
+@contextmanager
+def member_file(data: bytes, name: str) -> Iterator[Path]:
+    """The member's bytes in a private temporary file named only by its suffix (loaders pick by suffix)."""
+    with tempfile.TemporaryDirectory(prefix="rag-zip-") as tmp:
+        target = Path(tmp) / f"member{Path(name).suffix.lower()}"
+        target.write_bytes(data)
+        yield target
+
+
+@register_loader(*ARCHIVE_SUFFIXES)
+def load_zip(path: Path, options: LoadOptions) -> LoadedDocument:
+    """All readable members as one document (for a summary); ingestion treats each member separately."""
+    sections: list[Section] = []
+    warnings: list[str] = []
+    for member in list_members(path):
+        if member.refused:
+            warnings.append(f"{member.name}: {member.refused}")
+            continue
+        try:
+            with member_file(read_member(path, member.name), member.name) as file:
+                loaded = load_document(file, options)
+        except DocumentLoadError as exc:
+            warnings.append(f"{member.name}: {exc.reason}")
+            continue
+        for section in loaded.sections:
+            section.metadata["member"] = member.name
+            sections.append(section)
+    return LoadedDocument(sections, warnings)
