@@ -71,6 +71,10 @@ class Source(TypedDict):
     label: str
     snippet: str
     score: float | None
+    #: The chunks of its document the passage spans (``None``: not known), so that a face can show it in its
+    #: surroundings later (``RagService.passage_context``), through a server too.
+    chunk_start: int | None
+    chunk_end: int | None
     #: The answer cites it (set by the support check; in a stream, see ``grounding["cited"]``).
     cited: NotRequired[bool]
 
@@ -90,6 +94,8 @@ def to_sources(docs: Sequence[Document]) -> list[Source]:
                 label=source_label(doc),
                 snippet=snippet,
                 score=meta.get("score"),
+                chunk_start=meta.get("chunk_start", meta.get("chunk_index")),
+                chunk_end=meta.get("chunk_end", meta.get("chunk_start", meta.get("chunk_index"))),
             )
         )
     return out

@@ -67,6 +67,10 @@ class RemoteUnsupportedError(RemoteServerError, AttributeError):
     """The local service has it, the server does not offer it."""
 
 
+class _NoPageImage(RemoteServerError):
+    """The server has no image of that page (no PDF, or its file not kept): the local service's ``None``."""
+
+
 def _raise_for(response: httpx.Response) -> None:
     """The server's OpenAI-format error as the named error a local service would raise."""
     if response.is_success:
@@ -90,6 +94,12 @@ def _raise_for(response: httpx.Response) -> None:
         raise KnowledgeBaseExistsError(message, hint="")
     if status == 400 and code == "knowledge_base_empty":
         raise EmptyKnowledgeBaseError(message, hint="")
+    if status == 404 and code == "no_page_image":
+        raise _NoPageImage(message, hint="")
+    if status == 400 and code == "preview_failed":
+        from rag_app.preview import PreviewError
+
+        raise PreviewError(message, hint="")  # the message has it
     if status == 401:
         raise RemoteServerError(f"the server refused the request: {message}", hint="set server_api_key")
     raise RemoteServerError(f"the server answered {status}: {message}", hint="")
@@ -235,6 +245,41 @@ class RemoteRagService:
         data = self._request("DELETE", f"/v1/knowledge_bases/{name}/documents", params={"file": list(names)}).json()
         return Remote(**data)
 
+    def _kb_path(self, knowledge_base: str | None, route: str) -> str:
+        return f"/v1/knowledge_bases/{quote(knowledge_base or self.settings.knowledge_base, safe='')}/{route}"
+
+    def chunks(self, source: str, knowledge_base: str | None = None) -> list[dict[str, Any]]:
+        """A document's chunks in order: ``index``, ``page``, ``text`` (the app's chunk browser)."""
+        response = self._request("GET", self._kb_path(knowledge_base, "chunks"), params={"file": source})
+        return list(response.json()["data"])
+
+    def passage_context(
+        self, source: str, first: int, last: int | None = None, knowledge_base: str | None = None
+    ) -> tuple[str, str, str]:
+        """(text before, the passage, text after) for chunks ``first``..``last`` of a document."""
+        params: dict[str, Any] = {"file": source, "start": first}
+        if last is not None:
+            params["end"] = last
+        data = self._request("GET", self._kb_path(knowledge_base, "passage"), params=params).json()
+        return data["before"], data["text"], data["after"]
+
+    def page_image(
+        self, source: str, page: int, highlight: str | None = None, knowledge_base: str | None = None
+    ) -> bytes | None:
+        """PNG of a PDF page rendered by the server, ``highlight`` marked; ``None`` when the server has no image
+        of it (no PDF, or its file not kept there), as the local service says."""
+        body = {"file": source, "page": page, "passage": highlight}
+        try:
+            return self._request("POST", self._kb_path(knowledge_base, "page"), json=body).content
+        except _NoPageImage:
+            return None
+
+    def search(self, query: str, knowledge_base: str | None = None) -> dict[str, Any]:
+        """Retrieval alone, scored part by part, as the local service's hit test (the server's embedder)."""
+        data = self._request("POST", self._kb_path(knowledge_base, "search"), json={"query": query}).json()
+        data.pop("object", None)
+        return dict(data)
+
     def supported_extensions(self) -> list[str]:
         """File extensions the server's loaders read."""
         return list(self._request("GET", "/v1/file_types").json()["data"])
@@ -314,11 +359,8 @@ class RemoteRagService:
     save_settings = RagService.save_settings
 
     def source_file(self, source: str, knowledge_base: str | None = None) -> Path | None:
-        """None: the uploaded files live with the server (the app then offers no open / re-ingest for them)."""
-        return None
-
-    def page_image(self, *args: Any, **kwargs: Any) -> bytes | None:
-        """None: pages are not rendered through the server (a citation shows its passage instead)."""
+        """None: the uploaded files live with the server (the app then offers no re-ingest or summary of them;
+        their pages come through :meth:`page_image`)."""
         return None
 
     def __getattr__(self, name: str) -> Any:
@@ -332,7 +374,7 @@ class RemoteRagService:
         return RemoteServerError(f"{what} runs locally, not through server_url", hint="unset server_url for it")
 
     def retriever(self, knowledge_base: str | None = None) -> Any:
-        raise self._local_only("retrieval alone (search)")
+        raise self._local_only("a retriever object (search() goes through the server)")
 
     def summarize(self, *args: Any, **kwargs: Any) -> Any:
         raise self._local_only("summarize")

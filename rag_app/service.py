@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from rag_app.conversations import ConversationStore
     from ingest.store import KnowledgeBaseInfo
     from rag_app.evaluate import Progress as EvalProgress
-    from rag_app.summarize import Summary, SummaryProgress
+    from rag_app.summarize import Summary, SummaryProgress, SummaryStream
 
 
 class RagService:
@@ -165,7 +165,12 @@ class RagService:
         return build_retriever(self._for_kb(knowledge_base), self.embeddings)
 
     def summarize(
-        self, path: str | Path, *, method: str = "map_reduce", progress: SummaryProgress | None = None
+        self,
+        path: str | Path,
+        *,
+        method: str = "map_reduce",
+        progress: SummaryProgress | None = None,
+        on_text: SummaryStream | None = None,
     ) -> Summary:
         """Summary of one file of any length (map-reduce or refine within the model's context window)."""
         from rag_app.prompting import chat_format_for
@@ -174,7 +179,7 @@ class RagService:
         conf = self.settings.llm
         fmt = chat_format_for(conf.prompt_format, conf.system_prompt, self.llm, base_model=conf.base_model)
         text = read_document_text(path)
-        return summarize_text(text, self.llm, fmt, method=method, progress=progress)  # type: ignore[arg-type]
+        return summarize_text(text, self.llm, fmt, method=method, progress=progress, on_text=on_text)  # type: ignore[arg-type]
 
     def evaluate(
         self,

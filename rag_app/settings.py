@@ -124,6 +124,9 @@ class LLMSettings(BaseModel):
     device: str = "cpu"
     #: Canned answers for the ``fake`` backend (tests, demos without a model).
     fake_responses: list[str] = Field(default_factory=lambda: ["This is a fake answer."])
+    #: Seconds the fake backend waits before each streamed character (0: at once): a demo or test of streaming
+    #: and of stopping an answer half-way needs an answer that takes time.
+    fake_delay: float = Field(default=0.0, ge=0.0, le=5.0)
     #: Prompt-lookup decoding: draft tokens copied from the prompt (answers quote the context), checked by
     #: the model in one pass. 0: off — the default, as it did not pay with the shipped SmolLM2 on this CPU
     #: (docs/benchmarks.md, issue 12); n > 0: up to n draft tokens (llama.cpp and transformers).

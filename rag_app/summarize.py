@@ -22,6 +22,9 @@ logger = logging.getLogger(__name__)
 Method = Literal["map_reduce", "refine"]
 #: ``(done, total)`` model calls; ``total`` may grow when summaries need another merge round.
 SummaryProgress = Callable[[int, int], None]
+#: The text of the model call under way so far, as it streams (each call starts again from ""); the last call's
+#: text is the summary.
+SummaryStream = Callable[[str], None]
 
 
 @dataclass(frozen=True)
@@ -40,8 +43,10 @@ def summarize_text(
     method: Method = "map_reduce",
     language: str | None = None,
     progress: SummaryProgress | None = None,
+    on_text: SummaryStream | None = None,
 ) -> Summary:
-    """Summarise ``text`` however long it is; ``language`` (zh/en) defaults to the text's own."""
+    """Summarise ``text`` however long it is; ``language`` (zh/en) defaults to the text's own. ``on_text``
+    streams each model call's text as it is generated (a face shows the summary being written)."""
     from ingest.split import split_documents
 
     lang = language or question_language(text[:2000])
@@ -68,7 +73,15 @@ def summarize_text(
         prompt = chat_format.render(instruction)
         if not builder.fits(prompt):  # a summary came out longer than expected: never send an overflow
             raise ContextOverflowError("a summary step does not fit the context window")
-        out = str(generate.invoke(prompt)).strip()
+        if on_text is None:
+            out = str(generate.invoke(prompt)).strip()
+        else:
+            out = ""
+            on_text(out)
+            for piece in generate.stream(prompt):
+                out += piece
+                on_text(out)
+            out = out.strip()
         calls += 1
         expected = max(expected, calls)
         notify(calls, expected)

@@ -255,6 +255,41 @@ def test_documents_page_lists_deletes_and_reingests(app_env: Path) -> None:
     assert all("notes.txt" not in b.label for b in assistant.button)
 
 
+def test_an_answer_cut_off_by_stop_is_kept_as_far_as_it_got(app_env: Path) -> None:
+    """Stop (or any click) while an answer streams ends that script run; the next run saves what had arrived,
+    marked as stopped. The run is cut here by leaving an answer in flight, as an interrupted run leaves it."""
+    from rag_app.ui.chat import KEY_INFLIGHT
+
+    at = start()
+    upload(at, TWO_FILES)
+    goto(at, "chat")
+    at.session_state[KEY_INFLIGHT] = {
+        "kb": "default", "question": QUESTION, "text": "The assistant answers from", "sources": [],
+    }
+    at.run(timeout=60)
+    assert not at.exception, at.exception
+    [assistant] = assistants(at)
+    assert "The assistant answers from" in texts(assistant.markdown)
+    assert "(stopped)" in " ".join(texts(assistant.caption))
+    [conv] = RagService(Settings.load()).conversations().list()
+    assert conv.messages == 2  # saved: the question and the partial answer
+    at.run(timeout=60)
+    assert len(assistants(at)) == 1  # saved once, not again on the next run
+
+
+def test_summarize_page_writes_the_summary(app_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RAG_LLM__FAKE_RESPONSES", '["A short summary of the notes."]')
+    at = start()
+    upload(at, TWO_FILES)
+    goto(at, "summarize")
+    [pick] = [box for box in at.selectbox if "notes.txt" in box.options]
+    pick.set_value("notes.txt").run()
+    click(at, "Summarize")
+    assert not at.error, texts(at.error)
+    assert "A short summary of the notes." in texts(at.markdown)  # the streamed text, ending as the summary
+    assert any("model calls" in c for c in texts(at.caption))
+
+
 def test_delete_knowledge_base_needs_its_name(app_env: Path) -> None:
     at = start()
     upload(at, TWO_FILES)

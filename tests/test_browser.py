@@ -263,3 +263,39 @@ def test_real_models_answer_in_the_page(browser: Any, tmp_path: Path) -> None:
         assert "user-guide.en.md" in " ".join(source_buttons(answer))
         shots.take(page, "12-chat-real-model")
         context.close()
+
+
+def test_stop_cuts_the_answer_and_keeps_it(browser: Any, tmp_path: Path) -> None:
+    """A slow (fake) model: Stop while it writes ends the answer there; what it wrote is shown and saved with the
+    conversation, marked as stopped."""
+    words = " ".join(f"word{i}" for i in range(400))
+    settings = tmp_path / "rag_settings.toml"
+    settings.write_text("", encoding="utf-8")
+    env = {
+        "RAG_PROFILE": "fake", "RAG_DATA_DIR": str(tmp_path / "data"), "RAG_SETTINGS_FILE": str(settings),
+        "RAG_LLM__FAKE_RESPONSES": json.dumps([f"Slow answer [1]: {words} THE-END"]),
+        "RAG_LLM__FAKE_DELAY": "0.02", "HF_HUB_OFFLINE": "1",
+    }
+    with streamlit_server(env, tmp_path / "streamlit.log") as (url, _):
+        context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+        page = context.new_page()
+        open_app(page, url, "Chat", WAIT_MS)
+        nav(page, "Upload")
+        page.locator('input[type="file"]').set_input_files([str(REPO / "samples" / "guide" / "user-guide.en.md")])
+        page.get_by_role("button", name="Ingest", exact=True).click()
+        page.get_by_text("1 file(s) ok, 0 skipped, 0 failed").wait_for(timeout=WAIT_MS)
+        nav(page, "Chat")
+        ask_in_page(page, "How do I import documents?", WAIT_MS)  # the answer has begun (~60 s to write it all)
+        page.get_by_role("button", name="Stop").click(timeout=WAIT_MS)
+        page.get_by_text("(stopped)").first.wait_for(timeout=WAIT_MS)
+        settle(page)
+        answer = page.get_by_test_id("stChatMessage").nth(1).inner_text()
+        assert "Slow" in answer and "THE-END" not in answer  # cut where it was
+        Shots(tmp_path / "screenshots").take(page, "13-chat-stopped")
+        context.close()
+    from rag_app.conversations import ConversationStore
+
+    store = ConversationStore(tmp_path / "data")  # saved with the conversation, as far as it got
+    [conv] = store.list()
+    kept = store.messages(conv.id)[-1]
+    assert kept.extra.get("stopped") and kept.content.startswith("Slow") and "THE-END" not in kept.content

@@ -115,6 +115,19 @@ def test_summarize_long_text_in_steps_that_fit(method: str) -> None:
         assert "Summary so far:\nshort summary." in llm.prompts[-1]
 
 
+def test_summarize_streams_each_step_and_ends_with_the_summary() -> None:
+    llm = RecordingLLM(responses=["piece summary.", "piece summary.", "the whole summary."], context_window=600,
+                       max_new_tokens=48)
+    shown: list[str] = []
+    summary = summarize_text(LONG_TEXT, llm, llama2(), method="map_reduce", on_text=shown.append)  # type: ignore[arg-type]
+    starts = [i for i, text in enumerate(shown) if text == ""]
+    assert len(starts) == summary.calls  # each model call streams from the start
+    assert len(shown) > 3 * summary.calls  # piece by piece, not once per call
+    last = shown[starts[-1]:]
+    assert all(b.startswith(a) for a, b in zip(last, last[1:]))  # growing text
+    assert last[-1].strip() == summary.text
+
+
 def test_summarize_chinese_uses_chinese_instructions() -> None:
     llm = RecordingLLM(responses=["摘要。"], context_window=2048, max_new_tokens=48)
     summarize_text("这是一段很短的中文文字，讲的是知识库。", llm, llama2())

@@ -151,3 +151,13 @@ def test_long_context_profiles_pass_no_rope(tmp_path: Path) -> None:
         llm_settings = Settings.load(profile=profile).llm
         kwargs = llama_kwargs(llm_settings, tmp_path / "m.gguf", llm_settings.n_ctx or 0)
         assert not [k for k in kwargs if k.startswith("rope")]
+
+
+def test_fake_backend_can_write_slowly() -> None:
+    """llm.fake_delay: a fake answer that takes time to stream (demos and the app's Stop test)."""
+    from rag_app.llm import create_llm
+    from rag_app.settings import LLMSettings
+
+    assert create_llm(LLMSettings(backend="fake")).sleep is None  # type: ignore[attr-defined]
+    slow = create_llm(LLMSettings(backend="fake", fake_responses=["abc"], fake_delay=0.01))
+    assert slow.sleep == 0.01 and "".join(slow.stream("q")) == "abc"  # type: ignore[attr-defined]

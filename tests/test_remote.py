@@ -12,7 +12,8 @@ from langchain_core.embeddings import DeterministicFakeEmbedding
 
 from bench.load_test import ServerThread, free_port
 from rag_app.cli import cli
-from rag_app.errors import KnowledgeBaseNotFoundError, RemoteServerError
+from rag_app.errors import DocumentNotFoundError, KnowledgeBaseNotFoundError, RemoteServerError
+from rag_app.preview import PreviewError
 from rag_app.remote import RemoteRagService
 from rag_app.server import create_app
 from rag_app.service import RagService
@@ -122,12 +123,46 @@ def test_remote_chain_streams_like_the_local_chain(server: ServerThread, local: 
 
 def test_remote_service_names_what_it_cannot_do(local: RagService) -> None:
     remote = RemoteRagService(local.settings.model_copy(update={"server_url": "http://127.0.0.1:9"}))
-    assert not hasattr(remote, "chunks")
-    with pytest.raises(RemoteServerError, match="'chunks' is not available through server_url"):
-        remote.chunks("a.pdf")
-    # What the app's pages fall back on: no local file, no page image (the passage instead), and the user's own
+    assert not hasattr(remote, "reingest")
+    with pytest.raises(RemoteServerError, match="'reingest' is not available through server_url"):
+        remote.reingest(["a.pdf"])
+    # What the app's pages fall back on: no local file (no re-ingest, no summary of it), and the user's own
     # conversations kept on this side.
-    assert remote.source_file("a.pdf") is None and remote.page_image("a.pdf", 1, None) is None
+    assert remote.source_file("a.pdf") is None
     store = remote.conversations()
     store.create("default", "kept here")
     assert [c.title for c in store.list()] == ["kept here"]
+
+
+GUIDE_PDF = Path(__file__).resolve().parent.parent / "samples" / "guide" / "user-guide.zh.pdf"
+
+
+def test_remote_views_are_the_local_services(server: ServerThread, local: RagService) -> None:
+    """Search, the chunk browser, a cited passage in its context and a PDF page: the same through the server."""
+    local.ingest_uploads([("guide.pdf", GUIDE_PDF.read_bytes())], knowledge_base="指南")  # kept on the server
+    remote = RemoteRagService(local.settings.model_copy(update={"server_url": server.url, "server_api_key": "secret"}))
+    try:
+        for query, kb in (("怎样导入文档？", "指南"), ("Why is the sky blue?", None)):
+            found = remote.search(query, kb)
+            assert found == local.search(query, kb) and found["results"], query
+        assert remote.search("怎样导入文档？", "指南")["results"][0]["source"] == "guide.pdf"
+        chunks = remote.chunks("guide.pdf", "指南")
+        assert chunks == local.chunks("guide.pdf", "指南") and len(chunks) > 3
+        assert remote.passage_context("guide.pdf", 2, 3, "指南") == local.passage_context("guide.pdf", 2, 3, "指南")
+        before, text, after = remote.passage_context("guide.pdf", 0, knowledge_base="指南")
+        assert (before, text, after) == ("", chunks[0]["text"], chunks[1]["text"])
+        passage = "\n".join(c["text"] for c in chunks if c["page"] == 1)  # long, Chinese: sent in a body
+        png = remote.page_image("guide.pdf", 1, passage, "指南")
+        assert png is not None and png.startswith(b"\x89PNG") and png == local.page_image("guide.pdf", 1, passage, "指南")
+        # where the local service has no page image, neither has the remote one; errors keep their names
+        assert remote.page_image("docs/sky.txt", 1) is None and local.page_image("docs/sky.txt", 1) is None
+        with pytest.raises(PreviewError, match="has no page 99"):
+            remote.page_image("guide.pdf", 99, None, "指南")
+        with pytest.raises(DocumentNotFoundError, match="nope.txt"):
+            remote.chunks("nope.txt")
+        with pytest.raises(DocumentNotFoundError):
+            remote.passage_context("nope.txt", 0)
+        with pytest.raises(KnowledgeBaseNotFoundError):
+            remote.search("sky", "nope")
+    finally:
+        remote.close()

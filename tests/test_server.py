@@ -492,3 +492,85 @@ def test_error_during_a_stream_is_an_error_event(tmp_path: Path) -> None:
         _assert_error(c.post("/v1/chat/completions", json=_chat()), 500, "internal server error")
         assert c.app.state.rag.queue.stats()["admitted"] == 0  # type: ignore[attr-defined]
         assert c.get("/healthz").status_code == 200
+
+
+# --- the app's views: search, chunks, a passage in its context, a PDF page ------------------------------------
+
+GUIDE_PDF = Path(__file__).resolve().parent.parent / "samples" / "guide" / "user-guide.zh.pdf"
+
+
+@pytest.fixture
+def with_pdf(service: RagService) -> RagService:
+    """The service with the Chinese guide uploaded (kept, so that its pages can be rendered)."""
+    assert not service.ingest_uploads([("guide.pdf", GUIDE_PDF.read_bytes())]).failed
+    return service
+
+
+def test_search_route_is_the_services_hit_test(client: TestClient, service: RagService) -> None:
+    data = client.post("/v1/knowledge_bases/default/search", json={"query": " Rayleigh scattering "}).json()
+    assert data.pop("object") == "search"
+    assert data == service.search("Rayleigh scattering", "default")
+    assert data["results"][0]["source"] == "docs/sky.txt" and "Rayleigh" in data["results"][0]["text"]
+    assert data["mode"] == "hybrid" and data["results"][0]["rank"] == 1
+    _assert_error(client.post("/v1/knowledge_bases/nope/search", json={"query": "sky"}), 404, "'nope' does not exist")
+    _assert_error(client.post("/v1/knowledge_bases/default/search", json={"query": "  "}), 400, "query is empty")
+    assert _assert_error(client.post("/v1/knowledge_bases/default/search", json={}), 422, "query")["param"] == "query"
+
+
+def test_chunks_and_passage_routes(client: TestClient, with_pdf: RagService) -> None:
+    chunks = client.get("/v1/knowledge_bases/default/chunks", params={"file": "guide.pdf"}).json()
+    assert chunks["object"] == "list" and chunks["data"] == with_pdf.chunks("guide.pdf")
+    assert [c["index"] for c in chunks["data"]] == list(range(len(chunks["data"]))) and chunks["data"][0]["page"] == 1
+    passage = client.get("/v1/knowledge_bases/default/passage", params={"file": "guide.pdf", "start": 2, "end": 3})
+    assert passage.json() == {"object": "passage", **dict(zip(("before", "text", "after"),
+                                                              with_pdf.passage_context("guide.pdf", 2, 3)))}
+    one = client.get("/v1/knowledge_bases/default/passage", params={"file": "guide.pdf", "start": 0}).json()
+    assert one["before"] == "" and one["text"] == chunks["data"][0]["text"] and one["after"] == chunks["data"][1]["text"]
+    # errors: unknown knowledge base or document, missing or bad parameters
+    _assert_error(client.get("/v1/knowledge_bases/nope/chunks", params={"file": "guide.pdf"}), 404, "does not exist")
+    error = _assert_error(client.get("/v1/knowledge_bases/default/chunks", params={"file": "x.txt"}), 404, "x.txt")
+    assert error["code"] == "not_found" and "document" in error["message"]
+    assert _assert_error(client.get("/v1/knowledge_bases/default/chunks"), 422, "file")["param"] == "file"
+    url = "/v1/knowledge_bases/default/passage"
+    _assert_error(client.get(url, params={"file": "x.txt", "start": 0}), 404, "no stored document")
+    assert _assert_error(client.get(url, params={"file": "guide.pdf"}), 422, "start")["param"] == "start"
+    _assert_error(client.get(url, params={"file": "guide.pdf", "start": "one"}), 422, "integer")
+    _assert_error(client.get(url, params={"file": "guide.pdf", "start": -1}), 422, "start")
+    _assert_error(client.get(url, params={"file": "guide.pdf", "start": 3, "end": 2}), 400, "before start")
+
+
+def test_page_route_renders_the_pdf_page_with_the_passage(client: TestClient, with_pdf: RagService) -> None:
+    chunk = with_pdf.chunks("guide.pdf")[2]
+    url = "/v1/knowledge_bases/default/page"
+    got = client.get(url, params={"file": "guide.pdf", "page": chunk["page"], "passage": chunk["text"]})
+    assert got.status_code == 200 and got.headers["content-type"] == "image/png"
+    assert got.content == with_pdf.page_image("guide.pdf", chunk["page"], chunk["text"], "default")
+    plain = client.get(url, params={"file": "guide.pdf", "page": chunk["page"]}).content
+    assert plain.startswith(b"\x89PNG") and plain != got.content  # the highlight is drawn
+    # a long Chinese passage (the app keeps up to 4000 characters) goes in a POST body, not in the URL
+    long = "\n".join(c["text"] for c in with_pdf.chunks("guide.pdf") if c["page"] == 1) * 4
+    posted = client.post(url, json={"file": "guide.pdf", "page": 1, "passage": long})
+    assert posted.status_code == 200 and posted.content == with_pdf.page_image("guide.pdf", 1, long)
+    # no image: a document that is no PDF, a PDF whose file is not kept, a file outside the uploads
+    for name in ("docs/sky.txt", "other.pdf", "../../guide.pdf"):
+        error = _assert_error(client.get(url, params={"file": name, "page": 1}), 404, "no page image")
+        assert error["code"] == "no_page_image"
+    error = _assert_error(client.post(url, json={"file": "guide.pdf", "page": 99}), 400, "has no page 99")
+    assert error["code"] == "preview_failed"
+    _assert_error(client.get(url, params={"file": "guide.pdf", "page": 0}), 422, "page")
+    _assert_error(client.post(url, json={"file": "guide.pdf"}), 422, "page")
+    _assert_error(client.get("/v1/knowledge_bases/nope/page", params={"file": "guide.pdf", "page": 1}), 404, "nope")
+
+
+def test_view_routes_need_the_api_key(with_pdf: RagService) -> None:
+    routes = [
+        ("POST", "/v1/knowledge_bases/default/search", {"json": {"query": "sky"}}),
+        ("GET", "/v1/knowledge_bases/default/chunks", {"params": {"file": "guide.pdf"}}),
+        ("GET", "/v1/knowledge_bases/default/passage", {"params": {"file": "guide.pdf", "start": 0}}),
+        ("GET", "/v1/knowledge_bases/default/page", {"params": {"file": "guide.pdf", "page": 1}}),
+        ("POST", "/v1/knowledge_bases/default/page", {"json": {"file": "guide.pdf", "page": 1}}),
+    ]
+    with _client(with_pdf, api_keys=["k"]) as c:
+        for method, url, kwargs in routes:
+            _assert_error(c.request(method, url, **kwargs), 401, "API key")
+            assert c.request(method, url, headers={"Authorization": "Bearer k"}, **kwargs).status_code == 200, url

@@ -30,4 +30,5 @@ def create(settings: LLMSettings) -> FakeLLM:
         responses=list(settings.fake_responses),
         context_window=settings.n_ctx or 4096,
         max_new_tokens=settings.max_new_tokens,
+        sleep=settings.fake_delay or None,
     )

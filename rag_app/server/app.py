@@ -24,9 +24,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastapi import Depends, FastAPI, Request
+from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -41,7 +41,14 @@ from rag_app.errors import (
     StoreBusyError,
 )
 from rag_app.server.queue import GenerationCancelled, GenerationQueue, ModelGate, Ticket
-from rag_app.server.schemas import ChatCompletionRequest, CompletionRequest, CreateKnowledgeBase, EmbeddingRequest
+from rag_app.server.schemas import (
+    ChatCompletionRequest,
+    CompletionRequest,
+    CreateKnowledgeBase,
+    EmbeddingRequest,
+    PageRequest,
+    SearchRequest,
+)
 from rag_app.server.streaming import StopFilter, threaded_stream
 from rag_app.server.jobs import Jobs, to_jsonable
 from rag_app.settings import Settings
@@ -96,6 +103,8 @@ def api_error(exc: BaseException) -> ApiError:
                         code="timeout")
     if type(exc).__name__ == "ContextOverflowError":  # rag_app.chain's; not imported to keep the face thin
         return ApiError(400, exc.friendly(), code="context_length_exceeded")  # type: ignore[attr-defined]
+    if type(exc).__name__ == "PreviewError":  # rag_app.preview's: no such page, a PDF that cannot be opened
+        return ApiError(400, exc.friendly(), code="preview_failed")  # type: ignore[attr-defined]
     if isinstance(exc, RagError):
         return ApiError(500, exc.friendly(), type="server_error")
     logger.error("unexpected error", exc_info=exc)
@@ -292,6 +301,42 @@ def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> Fas
     async def upload(name: str, request: Request) -> JSONResponse:
         return await _upload(state, name, request)
 
+    # The app's views of a knowledge base (search, chunk browser, a cited passage, a PDF page), so that they work
+    # through server_url too: retrieval and rendering run in the thread pool.
+
+    @app.post("/v1/knowledge_bases/{name}/search", dependencies=[Depends(auth)])
+    async def search(name: str, body: SearchRequest) -> dict[str, Any]:
+        query = body.query.strip()
+        if not query:
+            raise ApiError(400, "the query is empty", param="query")
+        await _known_kb(service, name)
+        return {"object": "search", **await _call(service.search, query, name)}
+
+    @app.get("/v1/knowledge_bases/{name}/chunks", dependencies=[Depends(auth)])
+    async def chunks(name: str, file: str = Query(min_length=1)) -> dict[str, Any]:
+        await _known_kb(service, name)
+        return {"object": "list", "data": await _call(service.chunks, file, name)}
+
+    @app.get("/v1/knowledge_bases/{name}/passage", dependencies=[Depends(auth)])
+    async def passage(
+        name: str, file: str = Query(min_length=1), start: int = Query(ge=0), end: int | None = Query(None, ge=0)
+    ) -> dict[str, Any]:
+        if end is not None and end < start:
+            raise ApiError(400, f"end ({end}) is before start ({start})", param="end")
+        await _known_kb(service, name)
+        before, text, after = await _call(service.passage_context, file, start, end, name)
+        return {"object": "passage", "before": before, "text": text, "after": after}
+
+    @app.get("/v1/knowledge_bases/{name}/page", dependencies=[Depends(auth)])
+    async def page_get(
+        name: str, file: str = Query(min_length=1), page: int = Query(ge=1), passage: str | None = None
+    ) -> Response:
+        return await _page_png(service, name, file, page, passage)
+
+    @app.post("/v1/knowledge_bases/{name}/page", dependencies=[Depends(auth)])
+    async def page_post(name: str, body: PageRequest) -> Response:
+        return await _page_png(service, name, body.file, body.page, body.passage)
+
     @app.get("/v1/file_types", dependencies=[Depends(auth)])
     async def file_types() -> dict[str, Any]:
         return {"object": "list", "data": service.supported_extensions()}
@@ -333,6 +378,16 @@ async def _known_kb(service: Any, name: str) -> Any:
     return kbs[name]
 
 
+async def _page_png(service: Any, name: str, file: str, page: int, passage: str | None) -> Response:
+    """The page as PNG, or 404 ``no_page_image`` where the service has none (no PDF, or its file not kept)."""
+    await _known_kb(service, name)
+    png = await _call(service.page_image, file, page, passage or None, name)
+    if png is None:
+        raise ApiError(404, f"no page image of '{file}': only PDFs uploaded to the server are rendered",
+                       code="no_page_image", param="file")
+    return Response(png, media_type="image/png")
+
+
 def _auth_dependency(settings: Settings) -> Callable[[Request], Awaitable[None]]:
     keys = [k.encode("utf-8") for k in settings.server.api_keys]
 
@@ -370,7 +425,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "json_invalid":
             return ApiError(400, f"malformed JSON body: {first.get('ctx', {}).get('error', 'cannot parse')}",
                             code="invalid_json").response()
-        loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+        where = list(first.get("loc", ()))
+        if where and where[0] in ("body", "query", "path"):  # the field's name, not where it was sent
+            where = where[1:]
+        loc = [str(p) for p in where]
         param = ".".join(loc) or None
         message = f"invalid request: {param + ': ' if param else ''}{first.get('msg', 'invalid value')}"
         if len(errors) > 1:

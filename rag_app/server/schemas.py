@@ -63,3 +63,18 @@ class EmbeddingRequest(_Request):
 
 class CreateKnowledgeBase(_Request):
     name: str = Field(min_length=1)
+
+
+class SearchRequest(_Request):
+    """Retrieval alone (the app's hit test): no model is asked."""
+
+    query: str = Field(min_length=1)
+
+
+class PageRequest(_Request):
+    """A PDF page to render; the passage to highlight travels in the body (a cited passage of a few thousand
+    Chinese characters is too long for a URL)."""
+
+    file: str = Field(min_length=1)
+    page: int = Field(ge=1)
+    passage: str | None = None

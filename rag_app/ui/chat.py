@@ -51,14 +51,11 @@ def source_entries(sources: Sequence[dict[str, Any]], context: Sequence[Any], ci
 
     out = []
     for src in mark_cited(sources, cited):
-        entry = {k: src.get(k) for k in ("index", "source", "file_name", "page", "label", "snippet", "score", "cited")}
+        keys = ("index", "source", "file_name", "page", "label", "snippet", "score", "cited", "chunk_start", "chunk_end")
+        entry = {k: src.get(k) for k in keys}
         i = int(src["index"]) - 1
-        if 0 <= i < len(context):
-            meta = context[i].metadata
+        if 0 <= i < len(context):  # locally the passage itself is at hand (through a server: its chunk range)
             entry["passage"] = context[i].page_content[:PASSAGE_CHARS]
-            start = meta.get("chunk_start", meta.get("chunk_index"))
-            entry["chunk_start"] = start
-            entry["chunk_end"] = meta.get("chunk_end", start)
         out.append(entry)
     return out
 

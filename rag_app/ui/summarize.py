@@ -31,14 +31,20 @@ def page() -> None:
     def progress(done: int, total: int) -> None:
         bar.progress(min(1.0, done / total) if total else 0.0, text=t("summarize_progress", done=done, total=total))
 
+    writing = st.empty()  # the summary (or the step under way) as the model writes it
+
+    def stream(text: str) -> None:
+        writing.markdown(safe_markdown(text) + " ▌")
+
     try:
-        summary = svc.summarize(path, method=method, progress=progress)
+        summary = svc.summarize(path, method=method, progress=progress, on_text=stream)
     except RagError as exc:
         bar.empty()
+        writing.empty()
         st.error(friendly(exc))
         return
     bar.progress(1.0, text=t("done"))
-    st.markdown(safe_markdown(summary.text))
+    writing.markdown(safe_markdown(summary.text))
     st.caption(f"{summary.method}: {summary.pieces} pieces, {summary.calls} model calls")
 
 
