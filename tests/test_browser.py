@@ -238,6 +238,19 @@ def test_the_whole_journey(browser: Any, app_env: tuple[dict[str, str], LeakList
 
 
 
+def guide_in_chat(browser: Any, url: str) -> tuple[Any, Any]:
+    """A new browser session that uploads the English user guide, then stands on the Chat page."""
+    context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    open_app(page, url, "Chat", WAIT_MS)
+    nav(page, "Upload")
+    page.locator('input[type="file"]').set_input_files([str(REPO / "samples" / "guide" / "user-guide.en.md")])
+    page.get_by_role("button", name="Ingest", exact=True).click()
+    page.get_by_text("1 file(s) ok, 0 skipped, 0 failed").wait_for(timeout=WAIT_MS)
+    nav(page, "Chat")
+    return context, page
+
+
 def test_real_models_answer_in_the_page(browser: Any, tmp_path: Path) -> None:
     """The default models (MiniLM embedder, SmolLM2 GGUF) behind the page: upload the English guide, ask, and
     get a streamed answer that cites it."""
@@ -246,14 +259,7 @@ def test_real_models_answer_in_the_page(browser: Any, tmp_path: Path) -> None:
     env = {"RAG_DATA_DIR": str(tmp_path / "data"), "RAG_SETTINGS_FILE": str(settings), "HF_HUB_OFFLINE": "1"}
     shots = Shots(tmp_path / "screenshots")
     with streamlit_server(env, tmp_path / "streamlit.log") as (url, _):
-        context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        open_app(page, url, "Chat", WAIT_MS)
-        nav(page, "Upload")
-        page.locator('input[type="file"]').set_input_files([str(REPO / "samples" / "guide" / "user-guide.en.md")])
-        page.get_by_role("button", name="Ingest", exact=True).click()
-        page.get_by_text("1 file(s) ok, 0 skipped, 0 failed").wait_for(timeout=WAIT_MS)
-        nav(page, "Chat")
+        context, page = guide_in_chat(browser, url)
         page.get_by_text("Ready —").first.wait_for(timeout=WAIT_MS)
         ask_in_page(page, "How do I import documents?", WAIT_MS)
         answer = page.get_by_test_id("stChatMessage").nth(1)
@@ -277,14 +283,7 @@ def test_stop_cuts_the_answer_and_keeps_it(browser: Any, tmp_path: Path) -> None
         "RAG_LLM__FAKE_DELAY": "0.02", "HF_HUB_OFFLINE": "1",
     }
     with streamlit_server(env, tmp_path / "streamlit.log") as (url, _):
-        context = browser.new_context(locale="en-US", viewport={"width": 1280, "height": 900})
-        page = context.new_page()
-        open_app(page, url, "Chat", WAIT_MS)
-        nav(page, "Upload")
-        page.locator('input[type="file"]').set_input_files([str(REPO / "samples" / "guide" / "user-guide.en.md")])
-        page.get_by_role("button", name="Ingest", exact=True).click()
-        page.get_by_text("1 file(s) ok, 0 skipped, 0 failed").wait_for(timeout=WAIT_MS)
-        nav(page, "Chat")
+        context, page = guide_in_chat(browser, url)
         ask_in_page(page, "How do I import documents?", WAIT_MS)  # the answer has begun (~60 s to write it all)
         page.get_by_role("button", name="Stop").click(timeout=WAIT_MS)
         page.get_by_text("(stopped)").first.wait_for(timeout=WAIT_MS)
