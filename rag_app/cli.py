@@ -11,12 +11,15 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
 from rag_app.errors import RagError
 from rag_app.settings import Settings
+
+if TYPE_CHECKING:
+    from ingest.pipeline import ProgressEvent  # a type only: the face reaches ingestion through RagService
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -100,8 +103,6 @@ def ingest(
     Unchanged files are skipped, changed ones replaced. Exit code 1 when some file failed.
     """
     from tqdm import tqdm
-
-    from ingest.pipeline import ProgressEvent
 
     pw: dict[str, str] = {}
     for item in passwords:
