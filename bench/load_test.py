@@ -15,7 +15,6 @@ import argparse
 import asyncio
 import json
 import logging
-import socket
 import tempfile
 import threading
 import time
@@ -23,10 +22,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from langchain_core.callbacks import CallbackManagerForLLMRun
-from langchain_core.outputs import GenerationChunk
+import sys
 
-from rag_app.llm.base import LocalLLM
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script too: tests/ is not installed
+
+from langchain_core.callbacks import CallbackManagerForLLMRun  # noqa: E402
+from langchain_core.outputs import GenerationChunk  # noqa: E402
+
+from rag_app.llm.base import LocalLLM  # noqa: E402
+from tests.servers import free_port  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,12 +69,6 @@ class PacedFakeLLM(LocalLLM):
             if run_manager:
                 run_manager.on_llm_new_token(text, chunk=chunk)
             yield chunk
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class ServerThread:

@@ -13,7 +13,8 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from rag_app.errors import RagError
+from ingest.loaders.archives import read_member
+from rag_app.errors import DocumentLoadError, RagError
 
 UPLOAD_FALLBACK_NAME = "upload"
 MAX_NAME_BYTES = 200  # below every common file system's 255-byte limit, with room for " (2)"
@@ -86,8 +87,10 @@ def unpack_zip(data_path: Path, folder: Path) -> None:
                     continue
                 target = folder.joinpath(*rel.parts)
                 target.parent.mkdir(parents=True, exist_ok=True)
-                with archive.open(member) as src, target.open("wb") as dst:
-                    shutil.copyfileobj(src, dst)
+                # Inflated with ingestion's bounded reader: a member's declared size can lie (a zip bomb).
+                target.write_bytes(read_member(data_path, member.filename))
+    except DocumentLoadError as exc:
+        raise UploadError(f"{data_path.name}: {exc.reason}") from exc
     except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, OSError) as exc:
         raise UploadError(f"{data_path.name}: cannot unpack the zip ({exc})") from exc
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.server
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -15,6 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 GUIDE_PDF = REPO / "samples" / "guide" / "user-guide.zh.pdf"
@@ -34,12 +35,6 @@ def encrypted_pdf(target: Path, password: str, source: Path = GUIDE_PDF) -> Path
     with target.open("wb") as out:
         writer.write(out)
     return target
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LeakListener:
