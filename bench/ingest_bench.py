@@ -175,6 +175,19 @@ def bench_backends(corpus: Path, work: Path, backends: dict[str, Any]) -> dict[s
     return out
 
 
+def _medians(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per backend, the median of each timing over rounds (the other fields are the same every round)."""
+    import statistics
+
+    out: dict[str, Any] = {}
+    for name, first in rounds[0].items():
+        out[name] = dict(first)
+        for key in ("t_pipeline", "t_raw"):
+            if first[key] is not None:
+                out[name][key] = statistics.median(r[name][key] for r in rounds)
+    return out
+
+
 def bench_queries(backends: dict[str, Any], n: int = 40) -> dict[str, float]:
     """Median seconds to embed one question, per backend (questions of the shared QA files)."""
     import statistics
@@ -240,60 +253,162 @@ LOOKUP_PROMPT = (
 
 
 def bench_prompt_lookup(new_tokens: int = 96, runs: int = 3) -> dict[str, Any]:
-    """Generation tokens/s of the shipped SmolLM2 with and without prompt-lookup decoding, greedy, on a
-    prompt whose answer copies the context: llama.cpp on the GGUF, transformers on the same GGUF
-    dequantized (transformers reads GGUF); medians of ``runs``, the same text either way (checked)."""
+    """Generation tokens/s of the shipped SmolLM2 with and without prompt-lookup decoding on a prompt whose
+    answer copies the context: greedy with no repetition penalty (the same text either way: checked), the
+    shipped sampling settings (``LLMSettings`` defaults), and greedy on a prompt with nothing to copy.
+    llama.cpp on the GGUF here, transformers on the same GGUF written as a folder
+    (:func:`bench_transformers_lookup`); medians of ``runs``."""
     import statistics
 
     import llama_cpp
     from llama_cpp.llama_speculative import LlamaPromptLookupDecoding
 
     from rag_app.llm.llamacpp import default_gguf_path
+    from rag_app.settings import LLMSettings
 
+    shipped = LLMSettings()
+    greedy = {"temperature": 0.0, "repeat_penalty": 1.0}
+    sampled = {"temperature": shipped.temperature, "top_p": shipped.top_p, "top_k": shipped.top_k,
+               "repeat_penalty": shipped.repeat_penalty}
     gguf = default_gguf_path()
     out: dict[str, Any] = {}
-    configs = {"llama.cpp": None, "llama.cpp + lookup 4": 4, "llama.cpp + lookup 10": 10}
-    models = {
+    configs = {  # label: (draft tokens, prompt, sampling)
+        "llama.cpp": (0, LOOKUP_PROMPT, greedy),
+        "llama.cpp + lookup 4": (4, LOOKUP_PROMPT, greedy),
+        "llama.cpp + lookup 10": (10, LOOKUP_PROMPT, greedy),
+        "llama.cpp sampled": (0, LOOKUP_PROMPT, sampled),
+        "llama.cpp sampled + lookup 10": (10, LOOKUP_PROMPT, sampled),
+        "llama.cpp no context": (0, NO_COPY_PROMPT, greedy),
+        "llama.cpp no context + lookup 10": (10, NO_COPY_PROMPT, greedy),
+    }
+    models = {  # one model per configuration, so that each keeps its prompt in its KV cache
         label: llama_cpp.Llama(model_path=str(gguf), n_ctx=1024, verbose=False, seed=0,
                                draft_model=LlamaPromptLookupDecoding(num_pred_tokens=n) if n else None)
-        for label, n in configs.items()
+        for label, (n, _, _) in configs.items()
     }
     rates: dict[str, list[float]] = {label: [] for label in configs}
     texts: dict[str, str] = {}
-    for llm in models.values():  # the prompt is processed once here; timed runs reuse its KV cache
-        llm.create_completion(LOOKUP_PROMPT, max_tokens=1, temperature=0.0)
+    for label, llm in models.items():  # the prompt is processed once here; timed runs reuse its KV cache
+        llm.create_completion(configs[label][1], max_tokens=1, temperature=0.0)
     for _ in range(runs):  # interleaved, so that a change in the machine's load hits every configuration
         for label, llm in models.items():
+            _, prompt, sampling = configs[label]
             start = time.perf_counter()
-            result = llm.create_completion(LOOKUP_PROMPT, max_tokens=new_tokens, temperature=0.0)
+            result = llm.create_completion(prompt, max_tokens=new_tokens, **sampling)
             rates[label].append(result["usage"]["completion_tokens"] / (time.perf_counter() - start))
             texts[label] = result["choices"][0]["text"]
     for label in configs:
+        same = None if "sampled" in label else texts[label] == texts[label.split(" + ")[0]]
         out[label] = {"tokens_per_s": statistics.median(rates[label]), "runs": rates[label],
-                      "same_text": texts[label] == texts["llama.cpp"], "text": texts[label][:80]}
+                      "same_text": same, "text": texts[label][:80]}
         print(label, out[label], flush=True)
-    try:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    out.update(bench_transformers_lookup(gguf, new_tokens, runs))
+    return out
 
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32).eval()
-    except Exception as exc:  # transformers' GGUF reader may not know this quantization
-        out["transformers"] = {"error": f"{type(exc).__name__}: {exc}"}
-        return out
-    inputs = tokenizer(LOOKUP_PROMPT, return_tensors="pt")
-    for label, extra in (("transformers", {}), ("transformers + lookup 10", {"prompt_lookup_num_tokens": 10})):
-        rates, text = [], ""
-        for _ in range(runs):
+
+#: A prompt with nothing to copy: what prompt lookup costs when it finds no draft in the context.
+NO_COPY_PROMPT = "Write a short story about a cat who learns to sail.\n\nStory:"
+
+
+def _shallow_draft(folder: Path, dest: Path, layers: int) -> Path:
+    """The model's first ``layers`` layers and its head as a draft folder (same tokenizer, same weights file):
+    a cheap untrained draft, for checking the assisted-generation mechanism, not a real draft model."""
+    dest.mkdir()
+    for item in folder.iterdir():
+        if item.name != "config.json":
+            (dest / item.name).symlink_to(item)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["num_hidden_layers"] = layers
+    (dest / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    return dest
+
+
+def bench_transformers_lookup(gguf: Path, new_tokens: int, runs: int) -> dict[str, Any]:
+    """The transformers backend on the shipped GGUF written once as a float32 folder (``folder_from_gguf``):
+    greedy, repetition penalty 1.0 (as the llama.cpp rows), ``model.generate`` timed with exactly the
+    arguments the backend builds (``generate_kwargs``); configurations interleaved, ``runs`` each after a
+    warm-up. float32 (the GGUF's values) and bfloat16 (what ``llm.dtype = auto`` picks on a CPU with AMX);
+    float32 with the shipped sampling settings (text not compared), and on a prompt with nothing to copy.
+    The time includes the prompt's prefill; "decode" subtracts a one-token generation of the same prompt.
+    One torch thread, as llama-cpp-python's default per token on 2 cores (``cpu_count // 2``); on this shared
+    machine two threads also ran 2-5× slower, each waiting for the other's core.
+    Draft models: the same model as its own draft (every draft token accepted: the mechanism's cost) and its
+    first 8 of 30 layers (untrained: a mechanism check); with one shipped model there is no real pair."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _time_transformers_lookup(gguf, new_tokens, runs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _time_transformers_lookup(gguf: Path, new_tokens: int, runs: int) -> dict[str, Any]:
+    import statistics
+
+    import torch
+
+    from rag_app.llm import create_llm
+    from rag_app.llm.hf import folder_from_gguf
+    from rag_app.settings import LLMSettings
+
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        folder = folder_from_gguf(gguf, Path(tmp) / "smollm2")
+        out: dict[str, Any] = {"transformers folder_from_gguf_s": time.perf_counter() - start,
+                               "transformers torch_threads": torch.get_num_threads()}
+        shallow = _shallow_draft(folder, Path(tmp) / "smollm2-8-layers", 8)
+        base = {"backend": "transformers", "model_path": folder, "max_new_tokens": new_tokens,
+                "temperature": 0.0, "repeat_penalty": 1.0, "prompt_lookup": 0}
+        llms: dict[str, Any] = {}
+        for dtype in ("float32", "bfloat16"):
+            plain = create_llm(LLMSettings(**base, dtype=dtype))
+            llms[f"transformers {dtype}"] = plain
+            for n in (3, 10):
+                llms[f"transformers {dtype} + lookup {n}"] = plain.model_copy(update={"prompt_lookup": n})
+        # The shipped sampling settings (LLMSettings defaults): the text differs run to run.
+        shipped = LLMSettings()
+        sampled = create_llm(LLMSettings(**{**base, "temperature": shipped.temperature,
+                                            "repeat_penalty": shipped.repeat_penalty}, dtype="float32"))
+        llms["transformers float32 sampled"] = sampled
+        llms["transformers float32 sampled + lookup 10"] = sampled.model_copy(update={"prompt_lookup": 10})
+        llms["transformers float32 no context"] = llms["transformers float32"]
+        llms["transformers float32 no context + lookup 10"] = llms["transformers float32 + lookup 10"]
+        llms["transformers float32 + draft: itself"] = create_llm(
+            LLMSettings(**base, dtype="float32", draft_model_path=folder))
+        llms["transformers float32 + draft: its first 8 layers"] = create_llm(
+            LLMSettings(**base, dtype="float32", draft_model_path=shallow))
+        prompts = {label: NO_COPY_PROMPT if "no context" in label else LOOKUP_PROMPT for label in llms}
+        rates: dict[str, list[float]] = {label: [] for label in llms}
+        decode: dict[str, list[float]] = {label: [] for label in llms}
+        tokens: dict[str, list[int]] = {}
+
+        def timed(llm: Any, prompt: str, max_new_tokens: int) -> tuple[list[int], float]:
+            kwargs = llm.generate_kwargs(prompt, max_new_tokens=max_new_tokens)
             start = time.perf_counter()
             with torch.inference_mode():
-                ids = model.generate(**inputs, max_new_tokens=new_tokens, do_sample=False, min_new_tokens=new_tokens,
-                                     pad_token_id=tokenizer.eos_token_id, **extra)
-            n = ids.shape[1] - inputs["input_ids"].shape[1]
-            rates.append(n / (time.perf_counter() - start))
-            text = tokenizer.decode(ids[0, inputs["input_ids"].shape[1]:])
-        out[label] = {"tokens_per_s": statistics.median(rates), "text": text[:80]}
-        print(label, out[label], flush=True)
+                ids = llm.model.generate(**kwargs)
+            return ids[0, kwargs["input_ids"].shape[1]:].tolist(), time.perf_counter() - start
+
+        for label, llm in llms.items():
+            timed(llm, prompts[label], 4)  # warm-up
+        for _ in range(runs):  # each run: the prompts alone (one new token) per dtype, then every configuration
+            prefill = {(dtype, prompt): timed(llms[f"transformers {dtype}"], prompt, 1)[1]
+                       for dtype in ("float32", "bfloat16") for prompt in (LOOKUP_PROMPT, NO_COPY_PROMPT)}
+            for label, llm in llms.items():
+                tokens[label], elapsed = timed(llm, prompts[label], new_tokens)
+                rates[label].append(len(tokens[label]) / elapsed)
+                spent = elapsed - prefill[label.split()[1], prompts[label]]
+                decode[label].append((len(tokens[label]) - 1) / spent)
+        for label, llm in llms.items():
+            reference = tokens[label.split(" + ")[0]]
+            out[label] = {"tokens_per_s": statistics.median(rates[label]), "runs": rates[label],
+                          "decode_tokens_per_s": statistics.median(decode[label]), "decode_runs": decode[label],
+                          "new_tokens": len(tokens[label]),
+                          "same_text": None if "sampled" in label else tokens[label] == reference,
+                          "text": llm.tokenizer.decode(tokens[label], skip_special_tokens=True)[:80]}
+            print(label, out[label], flush=True)
     return out
 
 
@@ -304,16 +419,20 @@ def issue12(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         backends: dict[str, Any] = {"torch": build_embeddings(EmbeddingSettings())}
-        for label, quantize in (("onnx fp32", "none"), ("onnx int8", "int8")):
+        for label, backend, quantize in (("onnx fp32", "onnx", "none"), ("onnx int8", "onnx", "int8"),
+                                         ("openvino", "openvino", "none")):
             start = time.perf_counter()
-            emb = build_embeddings(EmbeddingSettings(backend="onnx", quantize=quantize), work / "models")
-            print(f"{label}: {type(emb).__name__}, export+check {time.perf_counter() - start:.1f} s", flush=True)
-            if type(emb).__name__ == "OnnxEmbeddings":
+            emb = build_embeddings(EmbeddingSettings(backend=backend, quantize=quantize), work / "models")
+            print(f"{label}: {type(emb).__name__} {getattr(emb, 'precision', '')}, export+check "
+                  f"{time.perf_counter() - start:.1f} s", flush=True)
+            if type(emb).__name__ != "SentenceTransformerEmbeddings":
                 backends[label] = emb
         for emb in backends.values():
             emb.embed_documents(["warm-up 预热"] * 32)
         corpus = write_qa_passages(work / "qa-passages", args.limit)
-        results: dict[str, Any] = {"backends": bench_backends(corpus, work, backends)}
+        rounds = [bench_backends(corpus, work / f"round-{r}", backends) for r in range(args.rounds)]
+        results: dict[str, Any] = {"backends": _medians(rounds), "rounds": rounds}
+        print("medians", results["backends"], flush=True)
         results["query_s"] = bench_queries(backends)
         print("queries", results["query_s"], flush=True)
         results["cli"] = bench_noop_cli(corpus, work)
@@ -336,6 +455,8 @@ def main() -> None:
                         "token-sized LangChain recipe, query embedding, CLI no-op re-ingest vs kb list, OCR")
     parser.add_argument("--json", default="bench-issue12.json", help="--issue12: where the numbers go")
     parser.add_argument("--no-ocr", action="store_true", help="--issue12: skip the OCR timing")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="--issue12: every pipeline and the recipe this many times, interleaved; medians")
     parser.add_argument("--prompt-lookup", action="store_true",
                         help="instead: SmolLM2 tokens/s with and without prompt-lookup decoding (JSON to --json)")
     args = parser.parse_args()

@@ -16,7 +16,6 @@ import asyncio
 import json
 import logging
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,7 +29,7 @@ from langchain_core.callbacks import CallbackManagerForLLMRun  # noqa: E402
 from langchain_core.outputs import GenerationChunk  # noqa: E402
 
 from rag_app.llm.base import LocalLLM  # noqa: E402
-from tests.servers import free_port  # noqa: E402
+from tests.servers import ServerThread  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -69,32 +68,6 @@ class PacedFakeLLM(LocalLLM):
             if run_manager:
                 run_manager.on_llm_new_token(text, chunk=chunk)
             yield chunk
-
-
-class ServerThread:
-    """uvicorn serving an app on 127.0.0.1 in a background thread (stopped on exit)."""
-
-    def __init__(self, app: Any, port: int | None = None) -> None:
-        import uvicorn
-
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> ServerThread:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the server did not start")
-            time.sleep(0.05)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=15)
 
 
 async def _one(client: Any, url: str, body: dict[str, Any]) -> dict[str, Any]:

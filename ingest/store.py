@@ -3,6 +3,10 @@
 Display names can be anything (Chinese included); each maps to a valid Chroma collection name and is kept
 in the collection's metadata. Vectors use cosine distance and always our own embedding function (Chroma's
 default one would download a model).
+
+Every write through :class:`KnowledgeBase` also records the knowledge bases (name, embedder, chunk count) in
+the data directory's manifest, so that listing them needs neither Chroma nor LangChain
+(:func:`knowledge_bases`, issue 12); what the manifest cannot vouch for is asked of Chroma, as before.
 """
 
 from __future__ import annotations
@@ -10,23 +14,23 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sqlite3
+import threading
 import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.documents import Document
-from langchain_core.embeddings import Embeddings
-
-from ingest.embed import embedder_identity
-from ingest.keyword_index import KeywordIndex, index_path
-from ingest.manifest import Manifest
+from ingest.manifest import KnowledgeBaseEntry, Manifest, read_knowledge_bases
 from rag_app.errors import ChromaServerError, EmbedderMismatchError, KnowledgeBaseNotFoundError, SettingsError
 
 if TYPE_CHECKING:
+    # Chroma and LangChain load when a knowledge base is opened, never for listing (issue 12).
     import chromadb
     from langchain_chroma import Chroma
+    from langchain_core.documents import Document
+    from langchain_core.embeddings import Embeddings
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,9 @@ def collection_name(display_name: str) -> str:
 #: Remote (``chroma_url``) clients → the data directory that holds their knowledge bases' keyword indexes and
 #: manifest (which stay on the one service that writes; only the vectors live on the Chroma server).
 _LOCAL_DIRS: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
+#: Chroma fails ("Could not connect to tenant") when two threads make the first client of a folder at once,
+#: e.g. the app's warm-up and its first page (listing no longer opens Chroma before the pages may).
+_OPENING = threading.Lock()
 
 
 def open_client(data_dir: Path, chroma_url: str | None = None) -> chromadb.ClientAPI:
@@ -66,9 +73,10 @@ def open_client(data_dir: Path, chroma_url: str | None = None) -> chromadb.Clien
         return _open_http_client(Path(data_dir), chroma_url)
     path = Path(data_dir) / "chroma"
     path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(
-        path=str(path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=True)
-    )
+    with _OPENING:
+        return chromadb.PersistentClient(
+            path=str(path), settings=ChromaSettings(anonymized_telemetry=False, allow_reset=True)
+        )
 
 
 def _open_http_client(data_dir: Path, url: str) -> chromadb.ClientAPI:
@@ -113,13 +121,70 @@ class KnowledgeBaseInfo:
 
 
 def list_knowledge_bases(client: chromadb.ClientAPI) -> list[KnowledgeBaseInfo]:
-    out = []
-    for col in client.list_collections():
-        if not col.name.startswith((COLLECTION_PREFIX, HASHED_PREFIX)):
-            continue
-        meta = col.metadata or {}
-        embedder = f"{meta[EMBEDDER_KEY]} ({meta.get(DIMENSION_KEY)} dimensions)" if EMBEDDER_KEY in meta else None
-        out.append(KnowledgeBaseInfo(str(meta.get("display_name", col.name)), col.name, col.count(), embedder))
+    """The knowledge bases as Chroma has them (collections, their metadata and counts)."""
+    return _infos(_entry(col) for col in client.list_collections() if _is_knowledge_base(col.name))
+
+
+def knowledge_bases(data_dir: Path, chroma_url: str | None = None) -> list[KnowledgeBaseInfo]:
+    """The knowledge bases of a data directory: from its manifest when that vouches for Chroma (milliseconds:
+    no Chroma or LangChain import), else from Chroma itself (a Chroma server always)."""
+    if not chroma_url and not (Path(data_dir) / "chroma" / "chroma.sqlite3").is_file():
+        return []  # no store yet: Chroma would make an empty one to list nothing
+    entries = None if chroma_url else recorded_knowledge_bases(data_dir)
+    if entries is None:
+        return list_knowledge_bases(open_client(data_dir, chroma_url))
+    return _infos(entries)
+
+
+def recorded_knowledge_bases(data_dir: Path) -> list[KnowledgeBaseEntry] | None:
+    """Every knowledge base as the manifest records it, or ``None`` when it cannot vouch for what Chroma
+    holds: a data directory from before the record, an unreadable manifest, a writer's work unfinished, counts
+    that disagree with the documents (:func:`ingest.manifest.read_knowledge_bases`), or a collection created or
+    dropped behind the manifest's back (Chroma's own list of collections differs)."""
+    entries = read_knowledge_bases(Path(data_dir))
+    if entries is None:
+        return None
+    if _chroma_collection_names(Path(data_dir) / "chroma") != {e.collection for e in entries}:
+        return None
+    return entries
+
+
+def _chroma_collection_names(folder: Path) -> set[str] | None:
+    """The knowledge bases' collection names in the catalogue of a persistent Chroma, read-only and without
+    importing chromadb: a check on the manifest's record, never a source. ``None`` when there is no store yet
+    or the table cannot be read (e.g. another Chroma version's layout): then Chroma is asked."""
+    file = folder / "chroma.sqlite3"
+    if not file.is_file():
+        return None
+    try:
+        con = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = con.execute("SELECT name FROM collections").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+    return {str(name) for (name,) in rows if _is_knowledge_base(str(name))}
+
+
+def _is_knowledge_base(collection: str) -> bool:
+    return collection.startswith((COLLECTION_PREFIX, HASHED_PREFIX))
+
+
+def _entry(col: Any) -> KnowledgeBaseEntry:
+    """A Chroma collection as the manifest records it."""
+    meta = col.metadata or {}
+    embedder = str(meta[EMBEDDER_KEY]) if EMBEDDER_KEY in meta else None
+    return KnowledgeBaseEntry(col.name, str(meta.get("display_name", col.name)), embedder, meta.get(DIMENSION_KEY),
+                              int(col.count()))
+
+
+def _infos(entries: Iterable[KnowledgeBaseEntry]) -> list[KnowledgeBaseInfo]:
+    out = [
+        KnowledgeBaseInfo(e.display_name, e.collection, e.chunks,
+                          None if e.embedder is None else f"{e.embedder} ({e.dimension} dimensions)")
+        for e in entries
+    ]
     return sorted(out, key=lambda kb: kb.name)
 
 
@@ -131,6 +196,9 @@ class KnowledgeBase:
         self.collection_name = collection_name(name)
         if not create and self.collection_name not in {c.name for c in client.list_collections()}:
             raise KnowledgeBaseNotFoundError(f"knowledge base '{name}' does not exist")
+        from ingest.embed import embedder_identity
+        from ingest.keyword_index import KeywordIndex, index_path
+
         self.client = client
         self.embeddings = embeddings
         self.embedder = embedder_identity(embeddings)
@@ -143,6 +211,20 @@ class KnowledgeBase:
         self.keywords = KeywordIndex(index_path(self.data_dir / "chroma", self.collection_name) if self.data_dir else None)
         self.manifest: Manifest | None = Manifest(self.data_dir) if self.data_dir else None
         self._generation = self.manifest.generation() if self.manifest else "0"
+        if self.manifest is not None and not self.manifest.records_knowledge_base(self.collection_name):
+            self._remember(everything=True)  # created just now, or a data directory from before the record
+
+    def _remember(self, *, everything: bool = False) -> None:
+        """Record this knowledge base (``everything``: every one of the data directory) in the manifest as
+        Chroma has it now; called after each write, so that listing reads it there. Not for a Chroma server,
+        whose collections other clients may change: it is always asked."""
+        if self.manifest is None or self.client in _LOCAL_DIRS:
+            return
+        if everything:
+            cols = [c for c in self.client.list_collections() if _is_knowledge_base(c.name)]
+            self.manifest.record_knowledge_bases([_entry(c) for c in cols], every=True)
+        else:  # the metadata as this handle modified it, the count as written
+            self.manifest.record_knowledge_bases([_entry(self._collection)])
 
     def _open_vectorstore(self, client: chromadb.ClientAPI) -> Chroma:
         from langchain_chroma import Chroma
@@ -275,6 +357,7 @@ class KnowledgeBase:
             self.keywords.add(ids[start : start + batch_size], [d.page_content for d in part])
             if on_batch:
                 on_batch(len(part))
+        self._remember()
 
     def all_ids(self) -> list[str]:
         return list(self._collection.get(include=[])["ids"])
@@ -296,6 +379,7 @@ class KnowledgeBase:
         if ids:
             self._collection.delete(ids=ids)
             self.keywords.delete(ids)
+            self._remember()
         return len(ids)
 
 

@@ -164,6 +164,16 @@ def _embedding_report(
     out: dict[str, Any] = {"backend": conf.backend, "device": conf.device}
     if conf.backend == "fake":
         return out
+    runtime = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}.get(conf.backend)
+    if runtime is not None:
+        import importlib.util
+
+        module, extra = runtime
+        if importlib.util.find_spec(module) is None:
+            problems.append(f"embedding.backend = '{conf.backend}' needs {module} (torch is used meanwhile) — "
+                            f"pip install 'rag-app[{extra}]'")
+        if conf.backend == "openvino":
+            out["precision"] = conf.precision
     if conf.model_path is not None:
         path = Path(conf.model_path).expanduser()
         out["model"] = str(path)

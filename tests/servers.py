@@ -1,14 +1,17 @@
 """Real servers started by the tests on loopback ports (``chroma run``, llama-cpp-python's server, ``rag serve``):
-a free port, start, wait until a URL answers 200, and always stop."""
+a free port, start, wait until a URL answers 200, and always stop; and an ASGI app served by uvicorn in a thread
+of the test's own process (:class:`ServerThread`, which ``bench.load_test`` uses too)."""
 
 from __future__ import annotations
 
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -55,3 +58,30 @@ def running_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+class ServerThread:
+    """uvicorn serving an app on 127.0.0.1 in a background thread of this process (stopped on exit): the app's
+    objects stay reachable from the test, which a subprocess would not allow."""
+
+    def __init__(self, app: Any, port: int | None = None) -> None:
+        import uvicorn
+
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            if time.monotonic() > deadline or not self.thread.is_alive():
+                raise RuntimeError("the server did not start")
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)

@@ -315,13 +315,21 @@ def test_encrypted_pdf_password_asked_in_the_page(app_env: Path, tmp_path: Path)
 
 
 def test_zip_upload_and_new_knowledge_base(app_env: Path) -> None:
-    buf = io.BytesIO()
+    buf, hostile = io.BytesIO(), io.BytesIO()
     with zipfile.ZipFile(buf, "w") as archive:
         archive.writestr("docs/notes.txt", EN_TXT)
         archive.writestr("docs/用户指南.md", ZH_MD)
+    with zipfile.ZipFile(hostile, "w") as archive:
+        archive.writestr("docs/notes.txt", EN_TXT)
         archive.writestr("../evil.txt", b"escape attempt")
     at = start("upload")
     at.text_input(key="kb_new").set_value("研究资料").run()
+    # A zip with a member that climbs out is refused whole, in the words `rag ingest` reports it.
+    at.file_uploader[0].set_value([("bundle.zip", hostile.getvalue(), "application/zip")])
+    at.run(timeout=60)
+    click(at, "Ingest")
+    assert "bundle.zip!../evil.txt: unsafe member path" in texts(at.error)[0]
+    assert not [p for p in (app_env / "uploads").rglob("*") if p.is_file()]
     at.file_uploader[0].set_value([("bundle.zip", buf.getvalue(), "application/zip")])
     at.run(timeout=60)
     click(at, "Ingest")

@@ -77,3 +77,16 @@ def test_window_that_does_not_fit_is_one_line_before_loading(tmp_path: Path) -> 
     assert lines[0].startswith("Error: ") and "does not fit this machine" in lines[0]
     assert "n_ctx 4194304 needs" in lines[0] and "llm.n_ctx = " in lines[0]
     assert "Traceback" not in result.output and "model_path" not in lines[0]
+
+
+def test_doctor_names_the_extra_a_chosen_embedding_backend_lacks(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "openvino" else real(name, *a))
+    env = {"RAG_EMBEDDING__BACKEND": "openvino", "RAG_LLM__BACKEND": "fake"}
+    result = rag("--data-dir", str(tmp_path / "d"), "doctor", "--json", env=env)
+    report = json.loads(result.stdout)
+    assert report["embedding"]["backend"] == "openvino" and report["embedding"]["precision"] == "auto"
+    assert any("pip install 'rag-app[openvino]'" in p for p in report["problems"]), report["problems"]

@@ -28,20 +28,31 @@ EN = "Hello world. This is plain English text used to test the text loader."
 
 def make_pdf(path: Path, pages: list[str]) -> Path:
     """Write a minimal valid PDF, one page per string (Helvetica, ASCII text; '' = a page with no text)."""
-    n = len(pages)
+    streams: list[bytes] = []
+    for text in pages:
+        ops = ["BT", "/F1 12 Tf", "72 720 Td", "14 TL"]
+        for line in text.split("\n"):
+            ops.append(f"({pdf_string(line)}) Tj T*")
+        ops.append("ET")
+        streams.append("\n".join(ops).encode("latin-1") if text else b"")
+    return write_helvetica_pdf(path, streams)
+
+
+def pdf_string(text: str) -> str:
+    """``text`` escaped for a PDF literal string ``( … )``."""
+    return text.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
+
+
+def write_helvetica_pdf(path: Path, streams: list[bytes]) -> Path:
+    """A PDF with one page per content stream, Helvetica as font /F1."""
+    n = len(streams)
     kids = " ".join(f"{4 + 2 * i} 0 R" for i in range(n))
     objs: list[bytes] = [
         b"<< /Type /Catalog /Pages 2 0 R >>",
         f"<< /Type /Pages /Kids [{kids}] /Count {n} >>".encode(),
         b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>",
     ]
-    for i, text in enumerate(pages):
-        ops = ["BT", "/F1 12 Tf", "72 720 Td", "14 TL"]
-        for line in text.split("\n"):
-            escaped = line.replace("\\", "\\\\").replace("(", "\\(").replace(")", "\\)")
-            ops.append(f"({escaped}) Tj T*")
-        ops.append("ET")
-        stream = "\n".join(ops).encode("latin-1") if text else b""
+    for i, stream in enumerate(streams):
         objs.append(
             (
                 "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] "

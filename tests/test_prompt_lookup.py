@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _hf(path: Path, **llm: Any) -> Any:
-    return create_llm(LLMSettings(backend="transformers", model_path=path, dtype="float32", max_new_tokens=12,
-                                  temperature=0.0, **llm))
+    """The transformers backend on ``path``, greedy (repetition penalty as shipped)."""
+    return create_llm(LLMSettings(**{"backend": "transformers", "model_path": path, "dtype": "float32",
+                                     "max_new_tokens": 12, "temperature": 0.0, **llm}))
 
 
 def test_setting_defaults_off() -> None:
@@ -32,15 +34,29 @@ def test_setting_defaults_off() -> None:
 def test_transformers_prompt_lookup_gives_the_same_greedy_text(tiny: Path) -> None:
     plain = _hf(tiny)
     lookup = _hf(tiny, prompt_lookup=4)
-    assert lookup.prompt_lookup == 4 and plain.prompt_lookup == 0
+    assert lookup.generate_kwargs(PROMPT)["prompt_lookup_num_tokens"] == 4
+    assert "prompt_lookup_num_tokens" not in plain.generate_kwargs(PROMPT)
     assert lookup.invoke(PROMPT) == plain.invoke(PROMPT)
 
 
 def test_transformers_draft_model_gives_the_same_greedy_text(tiny: Path) -> None:
     plain = _hf(tiny)
-    assisted = _hf(tiny, draft_model_path=tiny)
-    assert assisted.assistant_model is not None
+    assisted = _hf(tiny, draft_model_path=tiny, prompt_lookup=4)
+    kwargs = assisted.generate_kwargs(PROMPT)
+    assert kwargs["assistant_model"] is assisted.assistant_model is not None
+    assert "prompt_lookup_num_tokens" not in kwargs  # the draft model wins over lookup
+    assert "assistant_model" not in plain.generate_kwargs(PROMPT)
     assert assisted.invoke(PROMPT) == plain.invoke(PROMPT)
+
+
+def test_transformers_backend_names_the_way_to_a_gguf(tmp_path: Path) -> None:
+    from rag_app.errors import ModelNotFoundError
+
+    gguf = tmp_path / "model.Q4_1.gguf"
+    gguf.write_bytes(b"GGUF")
+    with pytest.raises(ModelNotFoundError) as info:
+        _hf(gguf)
+    assert "folder_from_gguf" in info.value.friendly() and "llamacpp" in info.value.friendly()
 
 
 def test_missing_draft_model_is_a_named_error(tiny: Path, tmp_path: Path) -> None:
@@ -59,15 +75,34 @@ def test_llamacpp_kwargs_carry_the_lookup_drafter(tmp_path: Path) -> None:
     assert type(drafter).__name__ == "LlamaPromptLookupDecoding" and drafter.num_pred_tokens == 5
 
 
+QUESTION = (
+    "Context: The warranty covers the battery for two years and the screen for one year.\n"
+    "Question: How long is the battery covered?\nAnswer:"
+)
+
+
 @pytest.mark.e2e
 def test_llamacpp_prompt_lookup_same_greedy_answer_with_smollm2() -> None:
     pytest.importorskip("llama_cpp")
-    question = (
-        "Context: The warranty covers the battery for two years and the screen for one year.\n"
-        "Question: How long is the battery covered?\nAnswer:"
-    )
     outputs = []
     for n in (0, 6):
         llm = create_llm(LLMSettings(n_ctx=512, max_new_tokens=24, temperature=0.0, prompt_lookup=n))
-        outputs.append(llm.invoke(question))
+        outputs.append(llm.invoke(QUESTION))
     assert outputs[0] == outputs[1] and outputs[0].strip()
+
+
+@pytest.mark.e2e
+def test_transformers_prompt_lookup_same_greedy_answer_with_smollm2(tmp_path: Path) -> None:
+    """The shipped GGUF, written as a float32 folder, through the transformers backend: the same (right)
+    greedy answer with and without lookup."""
+    pytest.importorskip("gguf")
+    from rag_app.llm.hf import folder_from_gguf
+    from rag_app.llm.llamacpp import default_gguf_path
+
+    folder = folder_from_gguf(default_gguf_path(), tmp_path / "smollm2")
+    plain = _hf(folder, max_new_tokens=32, repeat_penalty=1.0)  # as the benchmark; 1.1 stops the copying
+    lookup = plain.model_copy(update={"prompt_lookup": 10})
+    assert lookup.generate_kwargs(QUESTION)["prompt_lookup_num_tokens"] == 10
+    answer = plain.invoke(QUESTION)
+    assert lookup.invoke(QUESTION) == answer
+    assert re.search(r"\b(2|two) years", answer), answer

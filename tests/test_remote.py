@@ -10,7 +10,6 @@ import pytest
 from click.testing import CliRunner, Result
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from bench.load_test import ServerThread
 from rag_app.cli import cli
 from rag_app.errors import DocumentNotFoundError, KnowledgeBaseNotFoundError, RemoteServerError
 from rag_app.preview import PreviewError
@@ -18,7 +17,7 @@ from rag_app.remote import RemoteRagService
 from rag_app.server import create_app
 from rag_app.service import RagService
 from rag_app.settings import Settings
-from tests.servers import free_port
+from tests.servers import ServerThread, free_port
 
 DOC = "The sky is blue because of Rayleigh scattering of sunlight. Grass is green because of chlorophyll."
 

@@ -15,7 +15,7 @@ import pytest
 from fastapi.testclient import TestClient
 from langchain_core.embeddings import DeterministicFakeEmbedding
 
-from bench.load_test import PacedFakeLLM, ServerThread
+from bench.load_test import PacedFakeLLM
 from rag_app.errors import RagError, ServerBusyError
 from rag_app.prompting import load_prompt
 from rag_app.server import create_app
@@ -24,6 +24,7 @@ from rag_app.server.queue import GenerationCancelled, GenerationQueue
 from rag_app.server.streaming import StopFilter
 from rag_app.service import RagService, open_service
 from rag_app.settings import Settings
+from tests.servers import ServerThread
 
 QUESTION = "Why is the sky blue?"
 DOC = "The sky is blue because of Rayleigh scattering of sunlight. Grass is green because of chlorophyll."

@@ -3,13 +3,13 @@
 A loader turns a file into :class:`Section` objects (a page of a PDF, a whole text file, …) or raises a
 :class:`~rag_app.errors.DocumentLoadError` naming the file and the reason. Loaders only read; cleaning
 and splitting happen later in the pipeline. One module per family: :mod:`.text`, :mod:`.html`,
-:mod:`.office`, :mod:`.pdf`, :mod:`.tables`, :mod:`.images` (OCR), :mod:`.archives`; importing this
+:mod:`.office`, :mod:`.doc` (Word 97–2003), :mod:`.pdf`, :mod:`.tables`, :mod:`.images` (OCR), :mod:`.archives`; importing this
 package registers them all.
 """
 
 from __future__ import annotations
 
-from ingest.loaders import archives, html, images, office, pdf, tables, text  # noqa: F401  (registration)
+from ingest.loaders import archives, doc, html, images, office, pdf, tables, text  # noqa: F401  (registration)
 from ingest.loaders.base import (
     LoadedDocument,
     Loader,
@@ -21,6 +21,7 @@ from ingest.loaders.base import (
     sections_from_blocks,
     supported_extensions,
 )
+from ingest.loaders.doc import load_doc
 from ingest.loaders.html import decode_html, html_sections, load_epub, load_html
 from ingest.loaders.office import load_docx, load_odt, load_pptx
 from ingest.loaders.pdf import load_pdf
@@ -38,6 +39,7 @@ __all__ = [
     "html_sections",
     "is_supported",
     "load_csv",
+    "load_doc",
     "load_document",
     "load_docx",
     "load_epub",

@@ -1,10 +1,15 @@
 """Zip archives of documents: each member is a document of its own, ``archive.zip!folder/member.pdf``.
 
 Archives are hostile input until proven otherwise: a member whose name is absolute or climbs out with
-'..' is refused; so are members larger than :data:`MAX_MEMBER_BYTES` once inflated, archives that inflate
-past :data:`MAX_TOTAL_BYTES`, members compressed more than :data:`MAX_RATIO` to one (zip bombs), nested
-archives, and more than :data:`MAX_MEMBERS` members. Sizes are enforced while inflating, never trusted
-from the archive's own directory. Nothing is extracted to disk under the member's own name.
+'..' is refused; so are symbolic links, members larger than :data:`MAX_MEMBER_BYTES` once inflated, archives
+that inflate past :data:`MAX_TOTAL_BYTES`, members compressed more than :data:`MAX_RATIO` to one (zip bombs,
+judged from the directory before anything is inflated), nested archives, encrypted members, and more than
+:data:`MAX_MEMBERS` members. Sizes are enforced while inflating, never trusted from the archive's own
+directory. Nothing is extracted to disk under the member's own name here.
+
+These rules are the only ones: ``rag ingest`` reads archives in place with them (a refused member is
+reported, the others are read) and the app's uploads (:mod:`rag_app.uploads`) unpack with them through
+:func:`trusted_members` (an archive with a member refused for its safety is refused whole).
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 import logging
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -29,6 +34,9 @@ MAX_RATIO = 200
 MAX_MEMBERS = 10_000
 #: Separates an archive's source from its member's name in reports and metadata.
 MEMBER_SEPARATOR = "!"
+#: Why a hidden member (``.DS_Store``, ``__MACOSX/._x.pdf``) is not read: a folder walk skips such files too.
+HIDDEN_FILE = "hidden file"
+_SYMLINK_MODE = 0o120000
 
 
 @dataclass(frozen=True)
@@ -38,6 +46,9 @@ class Member:
     name: str
     size: int
     refused: str = ""
+    #: Refused only as no document to index (a hidden file, an unsupported type), as a folder walk would skip
+    #: it; any other refusal (an escape, a bomb, a nested archive …) is about the archive's safety.
+    harmless: bool = False
 
 
 def is_archive(path: Path) -> bool:
@@ -45,7 +56,8 @@ def is_archive(path: Path) -> bool:
 
 
 def list_members(path: Path) -> list[Member]:
-    """The archive's file members in order, each either readable or refused with a reason."""
+    """The archive's file members in order, each either readable or refused with a reason (from the archive's
+    directory alone: nothing is inflated)."""
     try:
         with zipfile.ZipFile(path) as archive:
             infos = [i for i in archive.infolist() if not i.is_dir()]
@@ -54,41 +66,69 @@ def list_members(path: Path) -> list[Member]:
     members: list[Member] = []
     total = 0
     for count, info in enumerate(infos):
-        name = info.filename
-        reason = _refusal(info, count)
-        if not reason:
+        reason, harmless = refusal(info, count)
+        # What may be inflated counts towards the total (unpacking an upload writes unsupported files too).
+        if not reason or (harmless and reason != HIDDEN_FILE):
             total += info.file_size
             if total > MAX_TOTAL_BYTES:
-                reason = f"the archive inflates past {MAX_TOTAL_BYTES >> 20} MB"
-        members.append(Member(name, info.file_size, reason))
+                reason, harmless = f"the archive inflates past {MAX_TOTAL_BYTES >> 20} MB", False
+        members.append(Member(info.filename, info.file_size, reason, harmless=harmless))
     return members
 
 
-def _refusal(info: zipfile.ZipInfo, count: int) -> str:
+def trusted_members(path: Path) -> list[Member]:
+    """The members of an archive to unpack, once no member is refused for the archive's safety; otherwise a
+    :class:`DocumentLoadError` for the first such member, worded as ``rag ingest`` reports it
+    (``archive.zip!member: reason``). Members refused as harmless are returned with their reason."""
+    members = list_members(path)
+    for member in members:
+        if member.refused and not member.harmless:
+            raise DocumentLoadError(f"{path.name}{MEMBER_SEPARATOR}{member.name}", member.refused)
+    return members
+
+
+def refusal(info: zipfile.ZipInfo, count: int) -> tuple[str, bool]:
+    """Why the ``count``-th member is not read (empty when it is), judged from the directory before anything
+    is inflated, and whether that refusal is harmless (no document to index: hidden, an unsupported type)
+    rather than about the archive's safety (an escape, a link, a bomb, nesting, encryption, size)."""
     name = info.filename.replace("\\", "/")
     parts = PurePosixPath(name).parts
     if name.startswith("/") or (parts and parts[0].endswith(":")) or ".." in parts:
-        return "unsafe member path (absolute or with '..')"
-    if any(p.startswith(".") for p in parts):
-        return "hidden file"
+        return "unsafe member path (absolute or with '..')", False
+    if any(p.startswith(".") or p == "__MACOSX" for p in parts):
+        return HIDDEN_FILE, True  # never inflated, as a folder walk skips such files
+    if (info.external_attr >> 16) & 0o170000 == _SYMLINK_MODE:
+        return "a symbolic link (not followed)", False
     if count >= MAX_MEMBERS:
-        return f"more than {MAX_MEMBERS} members"
+        return f"more than {MAX_MEMBERS} members", False
     if is_archive(Path(name)):
-        return "archive inside an archive (not opened)"
+        return "archive inside an archive (not opened)", False
     if info.flag_bits & 0x1:
-        return "encrypted member"
+        return "encrypted member", False
     if info.file_size > MAX_MEMBER_BYTES:
-        return f"member larger than {MAX_MEMBER_BYTES >> 20} MB"
+        return f"member larger than {MAX_MEMBER_BYTES >> 20} MB", False
     if info.file_size > 1 << 20 and info.file_size > MAX_RATIO * max(info.compress_size, 1):
-        return "compression ratio of a zip bomb"
+        return "compression ratio of a zip bomb", False
     if not is_supported(Path(name)):
-        return f"unsupported file type '{Path(name).suffix or '(none)'}'"
-    return ""
+        return f"unsupported file type '{Path(name).suffix or '(none)'}'", True
+    return "", False
 
 
 def read_member(path: Path, name: str, limit: int = MAX_MEMBER_BYTES) -> bytes:
     """A member's bytes, inflating at most ``limit`` bytes whatever the archive claims."""
-    with zipfile.ZipFile(path) as archive, archive.open(name) as fh:
+    with zipfile.ZipFile(path) as archive:
+        return _read_bounded(archive, path, name, limit)
+
+
+def read_members(path: Path, names: Iterable[str], limit: int = MAX_MEMBER_BYTES) -> Iterator[tuple[str, bytes]]:
+    """Several members' bytes, each bounded as by :func:`read_member`, with the archive opened once."""
+    with zipfile.ZipFile(path) as archive:
+        for name in names:
+            yield name, _read_bounded(archive, path, name, limit)
+
+
+def _read_bounded(archive: zipfile.ZipFile, path: Path, name: str, limit: int) -> bytes:
+    with archive.open(name) as fh:
         data = fh.read(limit + 1)
     if len(data) > limit:
         raise DocumentLoadError(f"{path}{MEMBER_SEPARATOR}{name}", f"member larger than {limit >> 20} MB")

@@ -1,4 +1,5 @@
-"""PDF: the text layer per page (pypdf), tables (pdfplumber), OCR of pages without text (optional)."""
+"""PDF: the text layer per page (pypdf), tables (pdfplumber), OCR of pages without text (optional), and
+heading paths from the outline or font sizes (:mod:`.pdf_headings`)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any
 
 from ingest.loaders.base import LoadedDocument, LoadOptions, Section, register_loader
 from ingest.loaders.images import render_page
+from ingest.loaders.pdf_headings import PageLayout, extract_page, font_marks, outline_marks, split_at_headings
 from ingest.loaders.tables import markdown_table
 from rag_app.errors import DocumentLoadError, EncryptedDocumentError
 
@@ -35,14 +37,16 @@ def load_pdf(path: Path, options: LoadOptions) -> LoadedDocument:
             raise EncryptedDocumentError(str(path), reason)
     sections: list[Section] = []
     no_text: list[int] = []
+    layouts: dict[int, PageLayout] = {}
     for number, page in enumerate(reader.pages, start=1):
         try:
-            text = page.extract_text() or ""
+            layout = extract_page(page, number)
         except Exception as exc:  # one broken page does not lose the others
             logger.warning("%s page %d: cannot extract text (%s)", path, number, exc)
-            text = ""
-        if text.strip():
-            sections.append(Section(text=text, page=number, layout_breaks=True))
+            layout = PageLayout(number, "")
+        if layout.text.strip():
+            layouts[number] = layout
+            sections.append(Section(text=layout.text, page=number, layout_breaks=True))
         else:
             no_text.append(number)
     warnings: list[str] = []
@@ -57,7 +61,8 @@ def load_pdf(path: Path, options: LoadOptions) -> LoadedDocument:
         else:
             sections += _ocr_pages(path, no_text, options, warnings)
             sections.sort(key=lambda s: s.page or 0)
-    return LoadedDocument(sections, warnings)
+    marks = outline_marks(reader, layouts) or font_marks(list(layouts.values()))
+    return LoadedDocument(split_at_headings(sections, marks, layouts), warnings)
 
 
 #: Vector paths on a page before it is searched for ruled tables: pdfplumber parses the whole page

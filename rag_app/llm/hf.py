@@ -61,25 +61,15 @@ class TransformersLLM(LocalLLM):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    def _stream(
-        self,
-        prompt: str,
-        stop: list[str] | None = None,
-        run_manager: CallbackManagerForLLMRun | None = None,
-        **kwargs: Any,
-    ) -> Iterator[GenerationChunk]:
-        import torch
-        from transformers import TextIteratorStreamer
-
+    def generate_kwargs(self, prompt: str, **kwargs: Any) -> dict[str, Any]:
+        """``model.generate`` arguments for ``prompt`` (without the streamer): the sampling settings, and the
+        draft model or prompt lookup when set. Public so that a benchmark times exactly what a question runs."""
         # The template may already carry BOS; the tokenizer must not add a second one.
         has_bos = bool(self.bos_token) and prompt.startswith(self.bos_token)
         inputs = self.tokenizer(prompt, return_tensors="pt", add_special_tokens=not has_bos)
-        inputs = {k: v.to(self.model.device) for k, v in inputs.items()}
-        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
         generate_kwargs: dict[str, Any] = {
-            **inputs,
+            **{k: v.to(self.model.device) for k, v in inputs.items()},
             "max_new_tokens": kwargs.get("max_new_tokens", self.max_new_tokens),
-            "streamer": streamer,
             "repetition_penalty": self.repeat_penalty,
             "pad_token_id": self.tokenizer.pad_token_id or self.tokenizer.eos_token_id,
         }
@@ -93,6 +83,20 @@ class TransformersLLM(LocalLLM):
             generate_kwargs["assistant_model"] = self.assistant_model
         elif self.prompt_lookup:
             generate_kwargs["prompt_lookup_num_tokens"] = self.prompt_lookup
+        return generate_kwargs
+
+    def _stream(
+        self,
+        prompt: str,
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> Iterator[GenerationChunk]:
+        import torch
+        from transformers import TextIteratorStreamer
+
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        generate_kwargs = {**self.generate_kwargs(prompt, **kwargs), "streamer": streamer}
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -331,9 +335,45 @@ def model_folder_for(settings: LLMSettings) -> Path:
     if settings.model_path is None:
         raise ModelNotFoundError("the transformers backend needs llm.model_path (a local model folder)")
     path = Path(settings.model_path).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        raise ModelNotFoundError(
+            f"the transformers backend reads a model folder, and {path} is a GGUF file",
+            hint="use llm.backend = llamacpp for it, or write a folder once with "
+            "rag_app.llm.hf.folder_from_gguf (float32: 4 bytes per weight)",
+        )
     if not path.is_dir():
         raise ModelNotFoundError(f"model folder not found: {path}")
     return path
+
+
+def folder_from_gguf(gguf: Path, dest: Path) -> Path:
+    """Write a GGUF model (Llama family; any quantization transformers' GGUF reader knows, Q4_1 included) as
+    a float32 transformers folder at ``dest``, once: loading a GGUF through transformers dequantizes the whole
+    file and converts its tokenizer at every start (about 40 s for the 135M SmolLM2 on 2 cores), a folder
+    loads in seconds. The weights are the GGUF's rounded values, so the model answers as llama.cpp's does,
+    up to float rounding. Needs the ``gguf`` package."""
+    try:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+    except ImportError as exc:
+        raise MissingDependencyError(
+            "the transformers backend needs torch and transformers: pip install torch==2.13.0 transformers"
+        ) from exc
+    _require("gguf", "reading a GGUF with transformers", "pip install gguf")
+    where = {"pretrained_model_name_or_path": str(gguf.parent), "gguf_file": gguf.name, "local_files_only": True}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(**where)
+        model = AutoModelForCausalLM.from_pretrained(**where, dtype=torch.float32)
+    except (OSError, ValueError) as exc:
+        raise ModelNotFoundError(f"transformers cannot read {gguf}: {exc}") from exc
+    # The legacy GGUF loader leaves plain float32 weights behind a "gguf" quantizer that refuses to save;
+    # nothing is quantized any more, so the model is saved as the ordinary model it now is.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+    return dest
 
 
 def plan_load(settings: LLMSettings, host: Machine | None = None, config: Any = None) -> tuple[LoadPlan, str]:

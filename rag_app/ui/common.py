@@ -106,7 +106,7 @@ class Warmup:
             return
         self.stage = "store"
         try:
-            self._service.knowledge_bases()  # opens Chroma (its import and first client are the slow part)
+            self._service.knowledge_bases()  # from the manifest; Chroma opens in warm_up (open_client's lock)
         except RagError as exc:
             logger.warning("store not ready: %s", exc)
         finally:
