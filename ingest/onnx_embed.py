@@ -85,9 +85,14 @@ class ExportedEmbeddings(Embeddings):
         """Tokens the model reads for ``text`` (no special tokens, never truncated); memoised."""
         return memoised_count(self._counts, text, lambda t: len(self._counter.encode(t, add_special_tokens=False)))
 
+    #: Batches are padded to a multiple of this many tokens (masked: the vectors do not change). A runtime
+    #: that prepares kernels per input shape sees a few widths again and again instead of a new one per batch.
+    pad_to_multiple = 1
+
     def _feeds(self, texts: list[str]) -> dict[str, np.ndarray]:
         encodings = self._encoder.encode_batch(texts)
         width = max(len(e.ids) for e in encodings)
+        width = -(-width // self.pad_to_multiple) * self.pad_to_multiple
         ids = np.zeros((len(texts), width), dtype=np.int64)
         mask = np.zeros_like(ids)
         types = np.zeros_like(ids)
@@ -157,9 +162,13 @@ class OnnxEmbeddings(ExportedEmbeddings):
 class OpenVinoEmbeddings(ExportedEmbeddings):
     """The same export run by OpenVINO: bfloat16 where the CPU computes it natively (AMX, AVX-512 BF16),
     and, for documents, one batch in flight per CPU stream (OpenVINO's throughput mode: on 2 cores two
-    one-thread streams embed ~1.4× more than one two-thread stream; docs/benchmarks.md, issue 12).
-    Questions go through a second, latency-tuned compilation made on first use, on ``query_threads``
-    threads as torch's questions are (one: the keyword search has the other core; measured faster under load)."""
+    one-thread streams embed ~1.4× more than one two-thread stream; docs/benchmarks.md, issue 12). Widths
+    are padded to multiples of 16 tokens: OpenVINO builds its kernels per shape, and a new width per batch
+    cost 20–35 % of a first pass over new texts (measured, issue 12). Questions go through a second,
+    latency-tuned compilation made on first use, on ``query_threads`` threads as torch's questions are (one:
+    the keyword search has the other core; measured faster under load)."""
+
+    pad_to_multiple = 16
 
     def __init__(self, model_file: Path, model_dir: Path, *, name: str, batch_size: int = 16,
                  normalize: bool = True, precision: str = "auto", cache: Path | None = None,

@@ -45,7 +45,7 @@ class EmbeddingSettings(BaseModel):
     #: ``onnx``: the same folder exported once to ONNX (data_dir/models) and run by onnxruntime — faster on
     #: a CPU; used only when it agrees with the torch model (checked at export), else torch with a warning.
     #: ``openvino``: the same export run by OpenVINO — bfloat16 on CPUs with AMX / AVX-512 BF16 and one batch
-    #: per CPU stream: ~3× torch's throughput on the 2-core Xeon (docs/benchmarks.md, issue 12), same check.
+    #: per CPU stream: 2.7× torch's ingestion on the 2-core Xeon (docs/benchmarks.md, issue 12), same check.
     backend: Literal["sentence-transformers", "onnx", "openvino", "fake"] = "sentence-transformers"
     #: ``onnx`` backend: int8 dynamic quantization of the exported model (faster; checked the same way).
     quantize: Literal["none", "int8"] = "none"
