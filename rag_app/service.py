@@ -389,7 +389,8 @@ class RagService:
         return self.ingest(list(roots), knowledge_base=kb, progress=progress, passwords=passwords)
 
     def chunks(self, source: str, knowledge_base: str | None = None) -> list[dict[str, Any]]:
-        """A document's chunks in order: ``index``, ``page``, ``text`` (the app's chunk browser)."""
+        """A document's chunks in order: ``index``, ``page``, ``heading`` (the section path, ``None`` when the
+        loader found none), ``text`` (the app's chunk browser)."""
         from ingest.documents import open_existing
         from rag_app.errors import DocumentNotFoundError
 
@@ -400,7 +401,8 @@ class RagService:
             raise DocumentNotFoundError(f"no stored document '{source}'")
         got = kb.vectorstore.get(where={"sha256": record.sha256}, include=["documents", "metadatas"])
         rows = [
-            {"index": int(meta.get("chunk_index", i)), "page": meta.get("page"), "text": text or ""}
+            {"index": int(meta.get("chunk_index", i)), "page": meta.get("page"), "heading": meta.get("heading") or None,
+             "text": text or ""}
             for i, (text, meta) in enumerate(zip(got["documents"], got["metadatas"], strict=True))
         ]
         return sorted(rows, key=lambda row: row["index"])
@@ -446,7 +448,8 @@ class RagService:
             meta = doc.metadata
             results.append({
                 "rank": rank, "source": meta.get("source", ""), "page": meta.get("page"),
-                "chunk": meta.get("chunk_index"), "label": source_label(doc), "text": doc.page_content,
+                "chunk": meta.get("chunk_index"), "label": source_label(doc), "heading": meta.get("heading") or None,
+                "text": doc.page_content,
                 "score": meta.get("score"), "vector": meta.get("vector_score"), "keyword": meta.get("bm25_score"),
                 "coverage": meta.get("keyword_coverage"),
             })

@@ -285,6 +285,8 @@ def test_stop_cuts_the_answer_and_keeps_it(browser: Any, tmp_path: Path) -> None
     with streamlit_server(env, tmp_path / "streamlit.log") as (url, _):
         context, page = guide_in_chat(browser, url)
         ask_in_page(page, "How do I import documents?", WAIT_MS)  # the answer has begun (~60 s to write it all)
+        # Its first words are on the page (Stop after three letters would leave "Slo": a race, not a defect).
+        page.get_by_test_id("stChatMessage").nth(1).get_by_text("Slow answer").wait_for(timeout=WAIT_MS)
         page.get_by_role("button", name="Stop").click(timeout=WAIT_MS)
         page.get_by_text("(stopped)").first.wait_for(timeout=WAIT_MS)
         settle(page)

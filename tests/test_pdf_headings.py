@@ -190,6 +190,22 @@ def test_headings_through_the_pipeline_into_chunks_and_the_prompt_label(
     assert label == "[1] (in/manual.pdf:1 — 产品手册 > 安装)"
 
 
+def test_the_hit_test_and_the_chunk_browser_show_the_section(tmp_path: Path) -> None:
+    """What the app's Search page and chunk browser (and the server's routes) get from the service."""
+    from rag_app.service import RagService
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(FIXTURE, folder / "manual.pdf")
+    service = RagService(settings_for(tmp_path / "data"))
+    service.ingest([folder])
+    rows = service.chunks("in/manual.pdf")
+    assert {r["heading"] for r in rows if "运行安装程序" in r["text"]} == {"产品手册 > 安装"}
+    found = service.search("运行安装程序 安装目录")["results"]
+    assert found and all("heading" in r for r in found)
+    assert {r["heading"] for r in found if "运行安装程序" in r["text"]} == {"产品手册 > 安装"}
+
+
 # --- placement -----------------------------------------------------------------------------------------
 
 

@@ -57,7 +57,8 @@ def _chunk_browser(svc: RagService, kb: str, source: str) -> None:
         return
     for chunk in chunks:
         page = f" · p. {chunk['page']}" if chunk.get("page") else ""
-        with st.expander(f"#{chunk['index']}{page} — " + escape_markdown(chunk["text"][:60])):
+        heading = f" · {chunk['heading']}" if chunk.get("heading") else ""
+        with st.expander(f"#{chunk['index']}{page}{escape_markdown(heading)} — " + escape_markdown(chunk["text"][:60])):
             st.markdown(escape_markdown(chunk["text"]))
 
 

@@ -45,7 +45,8 @@ def page() -> None:
         st.info(t("search_none"))
     for result in found["results"]:
         with st.container(border=True):
-            st.markdown(f"**{result['rank']}. {escape_markdown(str(result['label']))}**")
+            where = str(result["label"]) + (f" — {result['heading']}" if result.get("heading") else "")
+            st.markdown(f"**{result['rank']}. {escape_markdown(where)}**")
             st.caption(score_line(result))
             st.markdown(escape_markdown(result["text"]))
 
