@@ -275,6 +275,13 @@ def build_chain(
         """The retriever's hits (only the selected documents' when there is a selection), or the passages
         the assembler makes of them within what the window leaves after instruction and history."""
         question = state["standalone_question"]
+        original = state["question"].strip()
+        if state["chat_history"] and question != original:
+            from rag_app.grounding import follow_up_on_topic
+
+            if not follow_up_on_topic(retriever, original, state["chat_history"]):
+                logger.info("follow-up %r is not about the knowledge base", original)
+                return []
         scope = resolve_scope(kb, state["documents"])
         hits = (scoped_retriever if scope else retriever).invoke(question, config=config)
         if assembler is None:
@@ -295,8 +302,10 @@ def build_chain(
             return question
         rewritten = generate.invoke(prompt).strip()
         first_line = rewritten.splitlines()[0].strip() if rewritten else ""
+        from rag_app.grounding import usable_condensation
+
         logger.debug("condensed %r → %r", question, first_line)
-        return first_line or question
+        return usable_condensation(question, first_line)
 
     def fit(state: dict[str, Any]) -> dict[str, Any]:
         if not state["context"]:

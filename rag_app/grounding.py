@@ -131,3 +131,89 @@ def vector_share(calibration: Any, language: str, similarities: list[float]) -> 
     if not similarities:
         return None
     return calibration.vector_share(language, max(similarities))
+
+
+#: Below this many chunks the knowledge base's own document frequencies say little: in a handful of chunks
+#: every word the question shares with it is in "half the chunks" (BM25 weight 0) while every word it lacks
+#: weighs the most, so answerable questions were refused (46 % of Chinese questions on one-article knowledge
+#: bases, 89 % of English ones on one passage; docs/grounding.md "Small knowledge bases").
+SMALL_KB_CHUNKS = 50
+#: The IDFs of a small knowledge base are taken as if it held this many chunks, the others holding none of the
+#: question's terms: a word in one chunk of five then weighs nearly as much as an absent one.
+BACKGROUND_CHUNKS = 300
+#: The share a small knowledge base must reach, per question language: the highest that refuses at most ~1.5 % (zh),
+#: ~3 % (en) of answerable questions on one-article and one-passage knowledge bases (docs/grounding.md).
+SMALL_KB_THRESHOLDS: dict[str, float] = {"zh": 0.45, "en": 0.25}
+
+
+def small_kb_share(query: str, chunks: list[str]) -> float:
+    """The lexical share on a small knowledge base: the best BM25 score over ``chunks`` (their texts) divided
+    by the question's self-score, both with IDFs smoothed to :data:`BACKGROUND_CHUNKS`."""
+    from collections import Counter
+
+    from ingest.keyword_index import BM25_B, BM25_K1, tokenize
+
+    terms = list(dict.fromkeys(tokenize(query)))
+    if not terms or not chunks:
+        return 0.0
+    bodies = [Counter(tokenize(text)) for text in chunks]
+    avgdl = sum(sum(b.values()) for b in bodies) / len(bodies) or 1.0
+    n = max(len(bodies), BACKGROUND_CHUNKS)
+    idf = {}
+    for t in terms:
+        df = sum(1 for b in bodies if t in b)
+        idf[t] = math.log((n - df + 0.5) / (df + 0.5))
+    maximum = sum(idf.values())
+
+    def bm25(body: Counter[str]) -> float:
+        norm = BM25_K1 * (1 - BM25_B + BM25_B * sum(body.values()) / avgdl)
+        return sum(idf[t] * body[t] * (BM25_K1 + 1) / (body[t] + norm) for t in terms if body[t])
+
+    return min(1.0, max(bm25(b) for b in bodies) / maximum) if maximum > 0 else 0.0
+
+
+def small_kb_answerable(query: str, chunks: list[str]) -> tuple[bool, float]:
+    """(answerable, share) for a knowledge base of fewer than :data:`SMALL_KB_CHUNKS` chunks."""
+    from rag_app.prompting import question_language
+
+    share = small_kb_share(query, chunks)
+    language = question_language(query)
+    return share >= SMALL_KB_THRESHOLDS.get(language, SMALL_KB_THRESHOLDS["en"]), share
+
+
+def content_terms(text: str) -> list[str]:
+    """The question's index terms (stop words out), each once: what a rewrite of it must keep."""
+    from ingest.keyword_index import tokenize
+
+    return list(dict.fromkeys(tokenize(text)))
+
+
+def usable_condensation(question: str, condensed: str) -> str:
+    """The condensed (standalone) question, or ``question`` itself when the condensation is junk: empty,
+    less than half as long, or keeping fewer than half of the question's content terms (a tiny model's
+    "The answer is:" for an off-topic follow-up would otherwise be what retrieval and the check judge)."""
+    condensed, question = condensed.strip(), question.strip()
+    if not condensed or len(condensed) * 2 < len(question):
+        return question
+    terms = content_terms(question)
+    kept = set(content_terms(condensed))
+    if terms and sum(1 for t in terms if t in kept) * 2 < len(terms):
+        return question
+    return condensed
+
+
+def follow_up_on_topic(retriever: Any, question: str, history: list[tuple[str, str]]) -> bool:
+    """Whether a follow-up may be answered from its condensed form: the original question is answerable
+    itself, or every content term of it the knowledge base lacks comes from the conversation (an elliptic
+    "那押金呢？" leans on earlier turns; "What is the boiling point of mercury?" brings a new subject)."""
+    if not getattr(retriever, "relevance_threshold", False):
+        return True
+    if retriever.invoke(question):
+        return True
+    kb = getattr(retriever, "knowledge_base", None)
+    if kb is None:
+        return False
+    terms = content_terms(question)
+    _, _, df = kb.keywords.term_statistics(terms)
+    said = {t for user, assistant in history for t in content_terms(f"{user}\n{assistant}")}
+    return all(df.get(t, 0) > 0 or t in said for t in terms)

@@ -132,6 +132,7 @@ class HybridRetriever(BaseRetriever):
 
     _calibration: Any = PrivateAttr(default=None)
     _executor: ThreadPoolExecutor | None = PrivateAttr(default=None)
+    _small_texts: tuple[str, list[str]] | None = PrivateAttr(default=None)
 
     def _pool(self) -> ThreadPoolExecutor:
         if self._executor is None:
@@ -252,9 +253,16 @@ class HybridRetriever(BaseRetriever):
     ) -> tuple[bool, float | None]:
         """(answerable by the evidence (:func:`rag_app.grounding.answerable`), the evidence score). When the
         evidence is BM25's alone, some chunk must also hold ``min_keyword_coverage`` of the question's
-        IDF-weighted terms."""
+        IDF-weighted terms. A small knowledge base is judged by its smoothed lexical share instead
+        (:func:`rag_app.grounding.small_kb_answerable`), whichever the embedder."""
         from rag_app.grounding import answerable
 
+        if self.mode != "vector" and self.answerable_thresholds is None:  # thresholds a user set win
+            texts = self._small_kb_texts()
+            if texts is not None:
+                from rag_app.grounding import small_kb_answerable
+
+                return small_kb_answerable(query, texts)
         evidence = self.evidence(query, vector_hits, keyword_hits, weight)
         score = evidence.score()
         if evidence.kind == "lexical" and not any(
@@ -262,6 +270,25 @@ class HybridRetriever(BaseRetriever):
         ):
             return False, score
         return answerable(evidence, self.answerable_thresholds), score
+
+    def _small_kb_texts(self) -> list[str] | None:
+        """Every visible chunk's text when the knowledge base is small enough for
+        :func:`rag_app.grounding.small_kb_answerable` (its own statistics too thin to judge by), else ``None``.
+        Read once per chunk count and hidden set."""
+        from rag_app.grounding import SMALL_KB_CHUNKS
+
+        kb: KnowledgeBase = self.knowledge_base
+        n = kb.keywords.count()
+        if n >= SMALL_KB_CHUNKS:
+            return None
+        where = kb.reader_filter()
+        key = f"{n}:{where}"
+        cached = self._small_texts
+        if cached is None or cached[0] != key:
+            got = kb._collection.get(include=["documents"], where=where)
+            cached = (key, [t for t in got["documents"] or [] if t])
+            self._small_texts = cached
+        return cached[1]
 
     def _documents(
         self,

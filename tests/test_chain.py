@@ -161,26 +161,26 @@ def test_chinese_question_uses_chinese_prompt(kb_settings: Settings, embeddings:
 
 
 def test_condense_step_calls_the_llm_first(kb_settings: Settings, embeddings: Embeddings) -> None:
-    llm = RecordingFakeLLM(responses=["standalone q", "final answer"])
+    llm = RecordingFakeLLM(responses=["Do dogs purr?", "final answer"])
     chain = build_chain(llm, retriever_for(kb_settings, embeddings), llama2())
     out = chain.invoke({"question": "And dogs?", "chat_history": [("Do cats purr?", "Yes [1].")]})
     assert out["answer"] == "final answer"
-    assert out["standalone_question"] == "standalone q"
+    assert out["standalone_question"] == "Do dogs purr?"
     assert out["question"] == "And dogs?"
     assert len(llm.prompts) == 2
     condense, qa = llm.prompts
     assert "Follow-up question: And dogs?" in condense
     assert "User: Do cats purr?\nAssistant: Yes [1]." in condense
     # the QA prompt asks the standalone question and carries the earlier turn
-    assert "Question: standalone q [/INST]" in qa
+    assert "Question: Do dogs purr? [/INST]" in qa
     assert "Do cats purr? [/INST] Yes [1].</s><s>[INST] " in qa
 
 
 def test_condense_keeps_only_the_first_line(kb_settings: Settings, embeddings: Embeddings) -> None:
-    llm = RecordingFakeLLM(responses=["  standalone q  \nSure! Here is why...", "final"])
+    llm = RecordingFakeLLM(responses=["  Do dogs purr?  \nSure! Here is why...", "final"])
     chain = build_chain(llm, retriever_for(kb_settings, embeddings), llama2())
     out = chain.invoke({"question": "And dogs?", "chat_history": [("Do cats purr?", "Yes.")]})
-    assert out["standalone_question"] == "standalone q"
+    assert out["standalone_question"] == "Do dogs purr?"
 
 
 def test_empty_condense_output_falls_back_to_question(kb_settings: Settings, embeddings: Embeddings) -> None:
@@ -201,7 +201,7 @@ def test_empty_condense_output_falls_back_to_question(kb_settings: Settings, emb
     ],
 )
 def test_history_formats_in_chain(kb_settings: Settings, embeddings: Embeddings, history: list[Any]) -> None:
-    llm = RecordingFakeLLM(responses=["standalone q", "final"])
+    llm = RecordingFakeLLM(responses=["Do dogs purr?", "final"])
     chain = build_chain(llm, retriever_for(kb_settings, embeddings), llama2())
     out = chain.invoke({"question": "And dogs?", "chat_history": history})
     assert out["answer"] == "final"
@@ -349,7 +349,7 @@ def test_builder_drops_docs_then_oldest_turns() -> None:
 
 def test_every_prompt_sent_fits_even_with_a_long_history(long_settings: Settings, embeddings: Embeddings) -> None:
     # The condense prompt must fit the window too (llama.cpp fails on an over-long prompt).
-    llm = RecordingFakeLLM(responses=["standalone q", "final"], context_window=300, max_new_tokens=64)
+    llm = RecordingFakeLLM(responses=["Do dogs purr?", "final"], context_window=300, max_new_tokens=64)
     chain = build_chain(llm, retriever_for(long_settings, embeddings), llama2())
     history = [("Tell me everything.", "A very long earlier answer. " * 80)]
     out = chain.invoke({"question": "And then?", "chat_history": history})
