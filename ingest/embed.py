@@ -1,4 +1,5 @@
-"""Embeddings from a local sentence-transformers folder, behind LangChain's ``Embeddings`` interface."""
+"""Embeddings from a local sentence-transformers folder (or the multilingual USE, :mod:`ingest.use_embed`),
+behind LangChain's ``Embeddings`` interface."""
 
 from __future__ import annotations
 
@@ -189,7 +190,7 @@ class LazyEmbeddings(Embeddings):
         """A lazy stand-in for ``build_embeddings(settings)``; the real one when the folder cannot tell
         its identity or tokenizer (then loading is the only way to know)."""
         identity = folder_identity(settings)
-        if identity is None:
+        if identity is None or settings.backend == "use":  # USE loads nothing until it embeds or counts
             return factory()
         path = embedding_model_dir(settings)
         return cls(factory, identity=identity, tokenizer=folder_tokenizer(path), max_tokens=folder_max_tokens(path))
@@ -232,12 +233,17 @@ def build_embeddings(settings: EmbeddingSettings, cache_dir: Path | None = None)
 
     ``backend = "onnx"`` / ``"openvino"``: the ONNX export kept in ``cache_dir`` (made there on first use; see
     :mod:`ingest.onnx_embed`); torch, with a warning, when the export is missing its extra or does not
-    agree with the torch model.
+    agree with the torch model. ``"use"``: the Universal Sentence Encoder multilingual v3 in numpy
+    (:mod:`ingest.use_embed`; no folder, no torch).
     """
     if settings.backend == "fake":
         from langchain_core.embeddings import DeterministicFakeEmbedding
 
         return DeterministicFakeEmbedding(size=64)
+    if settings.backend == "use":
+        from ingest.use_embed import build_use_embeddings
+
+        return build_use_embeddings(settings)
     if settings.backend in ("onnx", "openvino"):
         from rag_app.errors import RagError
 

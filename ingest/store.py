@@ -1,7 +1,8 @@
 """Knowledge bases: named Chroma collections in one persistent data directory.
 
-Display names can be anything (Chinese included); each maps to a valid Chroma collection name and is kept
-in the collection's metadata. Vectors use cosine distance and always our own embedding function (Chroma's
+Display names follow :mod:`rag_app.names` when a knowledge base is created (letters of any script, Chinese
+included; older ones can be anything); each maps to a valid Chroma collection name and is kept in the
+collection's metadata. Vectors use cosine distance and always our own embedding function (Chroma's
 default one would download a model).
 
 Every write through :class:`KnowledgeBase` also records the knowledge bases (name, embedder, chunk count) in
@@ -11,6 +12,7 @@ the data directory's manifest, so that listing them needs neither Chroma nor Lan
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import re
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ingest.manifest import KnowledgeBaseEntry, Manifest, read_knowledge_bases
+from ingest.manifest import MANIFEST_FILE, KnowledgeBaseEntry, Manifest, read_knowledge_bases
 from rag_app.errors import ChromaServerError, EmbedderMismatchError, KnowledgeBaseNotFoundError, SettingsError
 
 if TYPE_CHECKING:
@@ -121,8 +123,31 @@ class KnowledgeBaseInfo:
 
 
 def list_knowledge_bases(client: chromadb.ClientAPI) -> list[KnowledgeBaseInfo]:
-    """The knowledge bases as Chroma has them (collections, their metadata and counts)."""
-    return _infos(_entry(col) for col in client.list_collections() if _is_knowledge_base(col.name))
+    """The knowledge bases as Chroma has them (collections, their metadata and counts), each count what readers
+    see: chunks of documents the manifest does not hold complete (a writer at work, a crash, a write that failed
+    on a full disk and could not be undone yet) are left out, as readers leave them out (issue 18)."""
+    cols = [col for col in client.list_collections() if _is_knowledge_base(col.name)]
+    hidden = _hidden_chunks(client, cols)
+    return _infos(dataclasses.replace(e, chunks=e.chunks - hidden.get(e.collection, 0)) for e in map(_entry, cols))
+
+
+def _hidden_chunks(client: chromadb.ClientAPI, cols: list[Any]) -> dict[str, int]:
+    """How many chunks of each collection readers do not see (their documents not complete in the manifest).
+    Nothing for a data directory without a manifest (no document is hidden there), or one that cannot be read."""
+    data_dir = local_data_dir(client)
+    if data_dir is None or not (data_dir / MANIFEST_FILE).is_file():
+        return {}
+    out: dict[str, int] = {}
+    try:
+        manifest = Manifest(data_dir)
+        for col in cols:
+            shas = manifest.hidden_sha256s(col.name)
+            if shas:
+                where = {"sha256": shas[0]} if len(shas) == 1 else {"sha256": {"$in": shas}}
+                out[col.name] = len(col.get(where=where, include=[])["ids"])
+    except sqlite3.Error as exc:
+        logger.debug("hidden chunks not counted: %s", exc)
+    return out
 
 
 def knowledge_bases(data_dir: Path, chroma_url: str | None = None) -> list[KnowledgeBaseInfo]:

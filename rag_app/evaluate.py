@@ -103,9 +103,14 @@ def _is_chinese(text: str) -> bool:
     return bool(_CJK.search(text))
 
 
+#: An inline citation, ``[1]`` or ``[1, 2]``: not part of the answer's words.
+CITATION = re.compile(r"\[\s*\d+(?:\s*[,，、]\s*\d+)*\s*\]")
+
+
 def answer_tokens(text: str, chinese: bool) -> list[str]:
-    """SQuAD normalisation (lower case, no punctuation or articles) in words, or characters for Chinese."""
-    text = unicodedata.normalize("NFKC", text).lower()
+    """SQuAD normalisation (lower case, no punctuation or articles, no ``[n]`` citations) in words, or
+    characters for Chinese."""
+    text = CITATION.sub(" ", unicodedata.normalize("NFKC", text)).lower()
     text = "".join(" " if ch in _PUNCT else ch for ch in text)
     if chinese:
         return [ch for ch in text if not ch.isspace()]
@@ -270,7 +275,7 @@ def evaluate(
             kb = KnowledgeBase(open_client(kb_settings.data_dir), EVAL_KB, embeddings)
             fmt = chat_format_for(settings.llm.prompt_format, settings.llm.system_prompt, llm)
             chain = build_chain(llm, build_retriever(kb_settings, embeddings), fmt, chain_type=settings.retrieval.chain_type)
-            sums = {"exact_match": 0.0, "f1": 0.0, "contained": 0.0, "refused": 0.0}
+            sums = {"exact_match": 0.0, "f1": 0.0, "contained": 0.0, "refused": 0.0, "cited": 0.0}
             support: list[float | None] = []  # the support check's score per answer (None: a refusal)
             for n, q in enumerate(questions, 1):
                 out = chain.invoke(q.text)
@@ -278,10 +283,15 @@ def evaluate(
                 sums["exact_match"] += best_over_golds(exact_match, prediction, q.answers)
                 sums["f1"] += best_over_golds(f1, prediction, q.answers)
                 sums["contained"] += best_over_golds(contained, prediction, q.answers)
-                sums["refused"] += prediction.strip() == no_answer_text(q.text)
+                refused = prediction.strip() == no_answer_text(q.text)
+                sums["refused"] += refused
+                sums["cited"] += not refused and bool(CITATION.search(prediction))
                 support.append(out["grounding"]["score"])
                 notify("answers", n, len(questions))
+            answered = len(questions) - sums["refused"]
             result["answers"] = {key: round(value / len(questions), 4) for key, value in sums.items()}
+            #: of the answers given (refusals aside), the share with at least one inline [n]
+            result["answers"]["cited"] = round(sums["cited"] / answered, 4) if answered else 0.0
             result["answers"]["questions"] = len(questions)
             result["answers"]["support"] = score_distribution(support)
             kb.keywords.close()

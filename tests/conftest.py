@@ -72,4 +72,5 @@ def real_llm() -> Iterator[object]:
     from rag_app.llm import create_llm
     from rag_app.settings import LLMSettings
 
-    yield create_llm(LLMSettings(n_ctx=2048, max_new_tokens=48, temperature=0.0))
+    # Pinned, not the default: the fast English model keeps `make test` quick whatever ships by default.
+    yield create_llm(LLMSettings(packaged_model="smollm2-135m", n_ctx=2048, max_new_tokens=48, temperature=0.0))

@@ -125,7 +125,10 @@ def test_ingest_bad_password_option_is_usage_error(docs: Path, data: Path) -> No
 
 def test_ingest_blank_kb_name_is_a_friendly_error(docs: Path, data: Path) -> None:
     result = run(data, "ingest", "-q", "--kb", "   ", str(docs))
-    assert_one_line_error(result)
+    # A name that breaks the knowledge-base name rule (rag_app.names) is a usage error: exit 2, one line.
+    assert result.exit_code == 2, result.output
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and "empty" in lines[0], lines
 
 
 # --- ask -------------------------------------------------------------------------------------------

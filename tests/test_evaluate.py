@@ -60,6 +60,12 @@ def test_answer_metrics_words_for_english_characters_for_chinese() -> None:
     assert contained("nothing", "1889") == 0.0 and f1("", "x") == 0.0
 
 
+def test_citations_are_not_words_of_the_answer() -> None:
+    assert exact_match("The park [1].", "park") == 1.0
+    assert exact_match("北京 [1, 2]", "北京") == 1.0 and exact_match("北京[2]。", "北京") == 1.0
+    assert f1("1889 [3]", "1889") == 1.0
+
+
 def test_retrieval_metrics() -> None:
     m = retrieval_metrics([1, 2, None, 5], refused=[False, True, False, False])
     assert m == {
@@ -84,7 +90,7 @@ def test_rag_eval_json(tmp_path: Path) -> None:
     assert payload["retrieval"]["bm25"]["hit@1"] == 1.0  # distinctive words: BM25 finds every passage
     assert payload["retrieval"]["default"]["hit@1"] == 1.0  # fake (blind) embedder does not drag it down
     assert payload["answers"]["questions"] == 4
-    assert {"exact_match", "f1", "contained", "refused"} <= set(payload["answers"])
+    assert {"exact_match", "f1", "contained", "refused", "cited"} <= set(payload["answers"])
 
 
 def test_rag_eval_table_and_limit(tmp_path: Path) -> None:

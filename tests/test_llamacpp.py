@@ -35,7 +35,7 @@ def _last_logits(kwargs: dict[str, Any]) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def gguf() -> Path:
-    return backend.default_gguf_path()
+    return backend.smollm2_gguf_path()
 
 
 def test_default_model_ships_in_package(gguf: Path) -> None:

@@ -212,11 +212,11 @@ def test_doctor_says_remote_server() -> None:
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """llama-cpp-python's OpenAI-compatible server with the shipped SmolLM2 GGUF, on a loopback port."""
     pytest.importorskip("llama_cpp.server.app", reason="llama-cpp-python[server] is not installed")
-    from rag_app.llm.llamacpp import default_gguf_path
+    from rag_app.llm.llamacpp import smollm2_gguf_path
 
     port = free_port()
     base = f"http://127.0.0.1:{port}/v1"
-    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(default_gguf_path()), "--host", "127.0.0.1",
+    command = [sys.executable, "-m", "llama_cpp.server", "--model", str(smollm2_gguf_path()), "--host", "127.0.0.1",
                "--port", str(port), "--n_ctx", "2048", "--seed", "42"]
     with running_server(command, base + "/models", tmp_path_factory.mktemp("llama_server") / "server.log"):
         yield base
@@ -225,7 +225,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.mark.e2e
 def test_rag_answer_through_llama_cpp_server(llama_server: str, tmp_path: Path, real_embeddings: Any) -> None:
     """A real RAG answer: real embedder, persistent Chroma, SmolLM2 served over HTTP."""
-    from rag_app.llm.llamacpp import default_gguf_path
+    from rag_app.llm.llamacpp import smollm2_gguf_path
 
     docs = tmp_path / "docs"
     docs.mkdir()
@@ -236,7 +236,7 @@ def test_rag_answer_through_llama_cpp_server(llama_server: str, tmp_path: Path, 
     )
     settings = Settings.load(
         data_dir=tmp_path / "data",
-        llm={"backend": "openai", "api_base": llama_server, "model_path": str(default_gguf_path()),
+        llm={"backend": "openai", "api_base": llama_server, "model_path": str(smollm2_gguf_path()),
              "n_ctx": 2048, "max_new_tokens": 48, "temperature": 0.0},
     )
     service = RagService(settings, embeddings=real_embeddings)

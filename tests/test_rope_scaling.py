@@ -20,7 +20,7 @@ llama_cpp = pytest.importorskip(
 )
 pytest.importorskip("gguf", reason="the gguf package is not installed (pip install 'rag-app[dev]')")
 
-from rag_app.llm.llamacpp import default_gguf_path, llama_kwargs  # noqa: E402
+from rag_app.llm.llamacpp import smollm2_gguf_path, llama_kwargs  # noqa: E402
 from rag_app.settings import LLMSettings  # noqa: E402
 from tests.gguf_tools import convert_llama_to_gguf, with_rope_metadata  # noqa: E402
 from tests.tiny_models import build_tiny_llama  # noqa: E402
@@ -166,7 +166,7 @@ def test_yarn_attention_factor_comes_from_the_file(tiny: dict[str, tuple[Path, P
 def test_smollm2_scaling_from_file(kind: str, tmp_path: Path) -> None:
     """The shipped quantized GGUF with rewritten metadata: the file's scaling equals the explicit arguments."""
     orig_ctx, n = 16, 64  # SmolLM2 was trained on 8192; a small "original" keeps three passes cheap
-    source = default_gguf_path()
+    source = smollm2_gguf_path()
     keys: dict[str, Any] = {"scaling_type": kind, "scaling_factor": 4.0 if kind == "linear" else 16.0}
     if kind == "yarn":
         keys["original_context_length"] = orig_ctx

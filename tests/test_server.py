@@ -27,6 +27,8 @@ from rag_app.settings import Settings
 from tests.servers import ServerThread
 
 QUESTION = "Why is the sky blue?"
+#: TestClient's default Host, "testserver", is no name of this server: the gate refuses it (tests/security).
+LOCAL = "http://localhost"
 DOC = "The sky is blue because of Rayleigh scattering of sunlight. Grass is green because of chlorophyll."
 
 
@@ -51,7 +53,7 @@ def service(tmp_path: Path) -> RagService:
 
 def _client(service: RagService, **server: Any) -> TestClient:
     settings = service.settings.model_copy(update={"server": service.settings.server.model_copy(update=server)})
-    return TestClient(create_app(service, settings), raise_server_exceptions=False)
+    return TestClient(create_app(service, settings), base_url=LOCAL, raise_server_exceptions=False)
 
 
 @pytest.fixture
@@ -138,7 +140,7 @@ def test_chat_uses_earlier_turns_as_history(tmp_path: Path) -> None:
         {"role": "assistant", "content": "It is blue."},
         {"role": "user", "content": "Why is it?"},
     ]
-    with TestClient(create_app(svc, settings), raise_server_exceptions=False) as c:
+    with TestClient(create_app(svc, settings), base_url=LOCAL, raise_server_exceptions=False) as c:
         data = c.post("/v1/chat/completions", json={"model": "kb/default", "messages": messages}).json()
     # two model calls: the condensed question (first canned answer), then the answer
     assert data["choices"][0]["message"]["content"] == "Because of scattering [1]."
@@ -203,7 +205,7 @@ def test_health_and_readiness(client: TestClient) -> None:
 
 def test_readyz_is_503_until_models_load(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    with TestClient(create_app(RagService(settings), settings, warm_up=False)) as c:
+    with TestClient(create_app(RagService(settings), settings, warm_up=False), base_url=LOCAL) as c:
         response = c.get("/readyz")
     assert response.status_code == 503 and response.headers["retry-after"]
     assert response.json()["error"]["code"] == "not_ready"
@@ -351,7 +353,7 @@ def test_no_cors_unless_configured(service: RagService) -> None:
 def test_non_loopback_needs_api_keys(tmp_path: Path) -> None:
     check_bind(_settings(tmp_path))
     check_bind(_settings(tmp_path, host="::1"))
-    check_bind(_settings(tmp_path, host="0.0.0.0", api_keys=["k"]))
+    check_bind(_settings(tmp_path, host="0.0.0.0", api_keys=["k" * 16]))
     with pytest.raises(RagError, match="without API keys"):
         check_bind(_settings(tmp_path, host="0.0.0.0"))
     with pytest.raises(RagError, match="without API keys"):
@@ -364,7 +366,7 @@ def test_cli_serve_refuses_public_address_without_keys(tmp_path: Path) -> None:
     from rag_app.cli import cli
 
     result = CliRunner().invoke(cli, ["--data-dir", str(tmp_path / "d"), "serve", "--host", "0.0.0.0"])
-    assert result.exit_code == 1 and "without API keys" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 2 and "without API keys" in result.output and "Traceback" not in result.output
 
 
 def test_open_service_picks_remote_when_server_url_is_set(tmp_path: Path) -> None:
@@ -486,7 +488,7 @@ def test_error_during_a_stream_is_an_error_event(tmp_path: Path) -> None:
     svc = RagService(settings, embeddings=DeterministicFakeEmbedding(size=32), llm=_FailingLLM(seconds_per_token=0))
     (tmp_path / "sky.txt").write_text(DOC, encoding="utf-8")
     svc.ingest([tmp_path / "sky.txt"])
-    with TestClient(create_app(svc, settings), raise_server_exceptions=False) as c:
+    with TestClient(create_app(svc, settings), base_url=LOCAL, raise_server_exceptions=False) as c:
         events = _events(c.post("/v1/chat/completions", json=_chat(stream=True)).text)
         assert events[-1] == "[DONE]" and events[-2]["error"]["type"] == "server_error"
         assert "Traceback" not in json.dumps(events) and "crashed" not in json.dumps(events)

@@ -18,7 +18,7 @@ from tests.servers import free_port, running_server
 pytestmark = pytest.mark.e2e
 
 openai = pytest.importorskip("openai")
-KEY = "e2e-secret"
+KEY = "e2e-secret-of-16-chars"
 
 
 @pytest.fixture(scope="module")

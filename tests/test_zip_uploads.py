@@ -73,23 +73,28 @@ def test_hostile_zip_refused_alike_by_upload_and_rag_ingest(case: str, tmp_path:
     assert not service.knowledge_bases() or service.documents() == []
 
 
-def test_a_refused_reupload_leaves_the_earlier_one_and_the_batch_untouched(service: RagService) -> None:
+def test_a_refused_reupload_leaves_the_earlier_one_and_the_batch_goes_on(service: RagService) -> None:
+    """Issue 18: a zip refused whole is reported on its own line; the rest of its batch is kept and ingested."""
     service.ingest_uploads([("bundle.zip", _zip({"docs/good.txt": GOOD}))])
     folder = service.uploads_folder()
     before = {p: p.read_bytes() for p in _files(folder)}
     assert [p.relative_to(folder).as_posix() for p in before] == ["bundle/docs/good.txt"]
     _, hostile, _ = HOSTILE["ratio bomb"]
-    with pytest.raises(UploadError, match="zip bomb"):
-        service.ingest_uploads([("notes.txt", GOOD), ("bundle.zip", hostile)])
-    assert {p: p.read_bytes() for p in _files(folder)} == before  # no notes.txt, the old bundle as it was
+    notes = b"Notes travel beside a refused zip and are kept. " * 3
+    report = service.ingest_uploads([("notes.txt", notes), ("bundle.zip", hostile)])
+    by_path = {f.path: f for f in report.files}
+    assert by_path["notes.txt"].status == "added"
+    assert by_path["bundle.zip"].status == "failed" and "zip bomb" in by_path["bundle.zip"].reason
+    after = {p: p.read_bytes() for p in _files(folder)}
+    assert after == before | {folder / "notes.txt": notes}  # the old bundle as it was
     assert not [p for p in folder.iterdir() if p.name.startswith(".staging")]
 
 
 def test_a_failure_while_unpacking_writes_nothing(service: RagService, monkeypatch: pytest.MonkeyPatch) -> None:
     real = uploads.read_members
 
-    def fail_after_one(path: Path, names: list[str]) -> Iterator[tuple[str, bytes]]:
-        for i, item in enumerate(real(path, names)):
+    def fail_after_one(path: Path, names: list[str], **limits: object) -> Iterator[tuple[str, bytes]]:
+        for i, item in enumerate(real(path, names, **limits)):  # type: ignore[arg-type]
             if i == 1:
                 raise OSError(28, "No space left on device")
             yield item

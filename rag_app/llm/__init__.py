@@ -60,7 +60,7 @@ def token_counter(settings: LLMSettings) -> Callable[[str], int]:
             raise MissingDependencyError("counting llama.cpp tokens needs llama-cpp-python") from exc
         from rag_app.llm.llamacpp import default_gguf_path
 
-        path = Path(settings.model_path).expanduser() if settings.model_path else default_gguf_path()
+        path = Path(settings.model_path).expanduser() if settings.model_path else default_gguf_path(settings)
         if not path.is_file():
             raise ModelNotFoundError(f"GGUF model file not found: {path}")
         try:

@@ -23,7 +23,7 @@ from pydantic import PrivateAttr
 
 from rag_app.catalog import RopeScaling, get_model
 from rag_app.errors import MissingDependencyError, ModelNotFoundError, SettingsError
-from rag_app.llm.base import LocalLLM
+from rag_app.llm.base import LocalLLM, stop_loops
 from rag_app.llm.gguf import GGUFError
 from rag_app.llm.modelinfo import effective_context, from_hf_folder, with_catalog
 from rag_app.llm.plan import LoadPlan, Machine, machine, ntk_rope_base, plan_for
@@ -93,10 +93,20 @@ class TransformersLLM(LocalLLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+        halt = threading.Event()  # set when the caller stops reading: a stop string, a loop, a closed stream
+
+        class Halted(StoppingCriteria):
+            def __call__(self, input_ids: Any, scores: Any, **kw: Any) -> bool:
+                return halt.is_set()
 
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        generate_kwargs = {**self.generate_kwargs(prompt, **kwargs), "streamer": streamer}
+        generate_kwargs = {
+            **self.generate_kwargs(prompt, **kwargs),
+            "streamer": streamer,
+            "stopping_criteria": StoppingCriteriaList([Halted()]),
+        }
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -107,23 +117,39 @@ class TransformersLLM(LocalLLM):
                 errors.append(exc)
                 streamer.on_finalized_text("", stream_end=True)
 
-        with self._lock:
-            worker = threading.Thread(target=run, daemon=True)
-            worker.start()
+        ended = threading.Event()  # the streamer has given its end: nothing more to drain
+
+        def texts() -> Iterator[GenerationChunk]:
             text_so_far = ""
             for text in streamer:
                 if not text:
                     continue
                 text_so_far += text
                 if stop and any(s in text_so_far for s in stop):
-                    break
-                chunk = GenerationChunk(text=text)
-                if run_manager:
-                    run_manager.on_llm_new_token(text, chunk=chunk)
-                yield chunk
-            worker.join()
+                    return
+                yield GenerationChunk(text=text)
+            ended.set()
+
+        with self._lock:
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            yielded = False
+            try:
+                for chunk in stop_loops(texts(), self.stop_loops):
+                    if run_manager:
+                        run_manager.on_llm_new_token(chunk.text, chunk=chunk)
+                    yielded = True
+                    yield chunk
+            finally:
+                halt.set()
+                if not ended.is_set():  # stopped early: read to the end, which generate() now reaches
+                    for _ in streamer:
+                        pass
+                worker.join()
         if errors:
             raise errors[0]
+        if not yielded:  # an empty answer is one (see rag_app.llm.base.at_least_one)
+            yield GenerationChunk(text="")
 
 
 def _field(config: Any, name: str) -> Any:
@@ -446,6 +472,7 @@ def create(settings: LLMSettings) -> TransformersLLM:
         top_p=settings.top_p,
         top_k=settings.top_k,
         repeat_penalty=settings.repeat_penalty,
+        stop_loops=settings.stop_loops,
         chat_template=getattr(tokenizer, "chat_template", None),
         bos_token=tokenizer.bos_token or "",
         eos_token=tokenizer.eos_token or "",

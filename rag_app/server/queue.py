@@ -2,8 +2,8 @@
 
 One loaded model answers one request at a time (llama.cpp holds one context). Requests are *admitted* up to
 ``server.queue_size`` (beyond that the server says 503 with Retry-After rather than letting waits grow
-without bound); an admitted request does its retrieval at once, concurrently with the others, and waits for
-the model in first-come-first-served order only when it is about to generate. The wait happens inside a
+without bound); an admitted request does its retrieval as soon as one of ``server.workers`` threads takes it,
+and waits for the model in first-come-first-served order only when it is about to generate. The wait happens inside a
 LangChain callback (:class:`ModelGate`) on ``on_llm_start``, so the chain needs no change: every model call it
 makes (condensing the question, the answer) takes its turn, and the same callback records the prompts and the
 completion for the usage counts. A cancelled request (client gone) leaves the queue at once and stops its
@@ -39,7 +39,7 @@ class Ticket:
 
     queue: GenerationQueue
     cancelled: threading.Event = field(default_factory=threading.Event)
-    #: Seconds spent waiting for the model, over all its model calls.
+    #: Seconds spent waiting: for a worker thread, then for the model over all its model calls.
     waited: float = 0.0
     holding: int = 0
     left: bool = False

@@ -3,9 +3,29 @@ accepted and ignored, so that existing clients work unchanged)."""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+#: The longest message, prompt, query or passage accepted (characters): far beyond any model's context window
+#: here, and short enough that refusing a longer one (422, before retrieval or generation) costs nothing.
+MAX_TEXT_CHARS = 64_000
+#: The most messages in one chat, texts in one embedding request, documents to answer from.
+MAX_ITEMS = 2048
+
+_Text = Annotated[str, Field(max_length=MAX_TEXT_CHARS)]
+_Texts = Annotated[list[_Text], Field(max_length=MAX_ITEMS)]
+
+
+def _bounded_texts(value: str | list[str]) -> str | list[str]:
+    """A string or a list of at most MAX_ITEMS strings, each at most MAX_TEXT_CHARS (one clear error, not one
+    per member of the union)."""
+    texts = [value] if isinstance(value, str) else value
+    if len(texts) > MAX_ITEMS:
+        raise ValueError(f"more than {MAX_ITEMS} texts")
+    if any(len(t) > MAX_TEXT_CHARS for t in texts):
+        raise ValueError(f"longer than {MAX_TEXT_CHARS} characters")
+    return value
 
 
 class _Request(BaseModel):
@@ -24,6 +44,12 @@ class ChatMessage(BaseModel):
             return "".join(str(p.get("text", "")) for p in self.content if p.get("type") in ("text", None))
         return self.content or ""
 
+    @model_validator(mode="after")
+    def _bounded(self) -> ChatMessage:
+        if len(self.text()) > MAX_TEXT_CHARS:  # one clear error for a string or a list of parts alike
+            raise ValueError(f"the message is longer than {MAX_TEXT_CHARS} characters")
+        return self
+
 
 class _Sampling(_Request):
     model: str
@@ -41,23 +67,23 @@ class _Sampling(_Request):
 
 
 class ChatCompletionRequest(_Sampling):
-    messages: list[ChatMessage]
+    messages: list[ChatMessage] = Field(max_length=MAX_ITEMS)
     #: OpenAI's newer name for ``max_tokens``.
     max_completion_tokens: int | None = Field(default=None, ge=1)
     #: Extra: the knowledge base to answer from (else the one named by ``model``: ``kb/<name>``).
     knowledge_base: str | None = None
     #: Extra: answer from these documents of the knowledge base only (sources as ``documents`` lists them).
-    documents: list[str] | None = None
+    documents: _Texts | None = None
 
 
 class CompletionRequest(_Sampling):
-    prompt: str | list[str]
+    prompt: Annotated[str | list[str], AfterValidator(_bounded_texts)]
     echo: bool = False
 
 
 class EmbeddingRequest(_Request):
     model: str | None = None
-    input: str | list[str]
+    input: Annotated[str | list[str], AfterValidator(_bounded_texts)]
     encoding_format: Literal["float", "base64"] = "float"
 
 
@@ -68,7 +94,7 @@ class CreateKnowledgeBase(_Request):
 class SearchRequest(_Request):
     """Retrieval alone (the app's hit test): no model is asked."""
 
-    query: str = Field(min_length=1)
+    query: str = Field(min_length=1, max_length=MAX_TEXT_CHARS)
 
 
 class PageRequest(_Request):
@@ -77,4 +103,4 @@ class PageRequest(_Request):
 
     file: str = Field(min_length=1)
     page: int = Field(ge=1)
-    passage: str | None = None
+    passage: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)

@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
-from rag_app.server.queue import Ticket
+from rag_app.server.queue import GenerationCancelled, Ticket
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ async def threaded_stream(
             loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
 
     def work() -> None:
+        ticket.waited += time.perf_counter() - submitted  # in line for a worker (server.workers): a wait too
         stream: Iterator[T] | None = None
         try:
+            if ticket.cancelled.is_set():  # gone while it waited for a worker: no retrieval for nobody
+                raise GenerationCancelled("the request was cancelled while waiting for a worker")
             stream = produce()
             for item in stream:
                 if ticket.cancelled.is_set():
@@ -53,6 +57,7 @@ async def threaded_stream(
                     close()
             ticket.leave()
 
+    submitted = time.perf_counter()
     future = loop.run_in_executor(executor, work)
     try:
         while True:

@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 KEY_SETTINGS = "settings"
 KEY_KB = "kb"
 KEY_SETTINGS_GEN = "settings_generation"
+#: The chosen knowledge base in the page's address (``?kb=…``), so that a reload or a bookmark keeps it.
+QUERY_KB = "kb"
 
 
 def lang() -> str:
@@ -159,12 +161,30 @@ def service() -> RagService:
 STATUS_REFRESH_S = 1.0
 
 
+def model_names(svc: Any, settings: Settings) -> tuple[str, str]:
+    """(LLM file, embedder) as the service names them (:meth:`RagService.models_in_use`); through a server,
+    which cannot say, what the settings name."""
+    describe = getattr(svc, "models_in_use", None) if svc is not None else None
+    if describe is not None:
+        try:
+            models = describe()
+            return str(models.llm), str(models.embedder)
+        except RagError as exc:
+            logger.warning("cannot name the models in use: %s", exc)
+    conf = settings
+    llm = conf.llm.model or (conf.llm.model_path.name if conf.llm.model_path else conf.llm.backend)
+    emb = conf.embedding.model_path.name if conf.embedding.model_path else conf.embedding.backend
+    return llm, emb
+
+
 def _status_text(warm: Warmup) -> str:
-    conf = warm.settings
-    if warm.stage == "ready":
-        llm = conf.llm.model or (conf.llm.model_path.name if conf.llm.model_path else conf.llm.backend)
-        emb = conf.embedding.model_path.name if conf.embedding.model_path else conf.embedding.backend
-        return ":material/check_circle: " + t("status_ready", llm=llm, embedder=emb)
+    from rag_app.ui.render import escape_markdown
+
+    if warm.stage in ("ready", "models"):
+        llm, emb = (escape_markdown(n) for n in model_names(warm.service(0), warm.settings))
+        if warm.stage == "ready":
+            return ":material/check_circle: " + t("status_ready", llm=llm, embedder=emb)
+        return ":material/hourglass_top: " + t("status_models") + f" ({llm} · {emb})"
     if warm.stage == "error":
         return ":material/error: " + t("status_error", error=warm.error)
     return ":material/hourglass_top: " + t(f"status_{warm.stage}")
@@ -183,6 +203,21 @@ def status_line() -> None:
         st.fragment(line, run_every=None if settled else STATUS_REFRESH_S)()
         if warm.settings.llm.backend == "fake":
             st.caption(t("demo_mode"))
+
+
+def kb_from_url() -> None:
+    """The knowledge base of the page's address: taken once per browser session (a reload is a new one), and
+    written back on every run, so that it stays in the address on pages without a picker. :func:`kb_picker`
+    checks that it exists (else the default is shown)."""
+    wanted = st.query_params.get(QUERY_KB)
+    if KEY_KB not in st.session_state and wanted:
+        st.session_state[KEY_KB] = wanted
+    _kb_to_url(st.session_state.get(KEY_KB))
+
+
+def _kb_to_url(name: str | None) -> None:
+    if name and st.query_params.get(QUERY_KB) != name:
+        st.query_params[QUERY_KB] = name
 
 
 def kb_picker(svc: RagService, page: str, *, label: str | None = None) -> str:
@@ -211,4 +246,44 @@ def kb_picker(svc: RagService, page: str, *, label: str | None = None) -> str:
         # Language-neutral, so that switching the language keeps the selection: name (chunks).
         format_func=lambda n: f"{n} ({counts.get(n, 0)})",
     )
+    _kb_to_url(selected)
     return selected
+
+
+#: Where Streamlit's file uploader writes its own English words (Streamlit 1.67's markup): the button's label,
+#: the size limit under it, the text shown while files are dragged over it.
+_UPLOADER_TEXT = {
+    "uploader_button": '[data-testid="stFileUploaderDropzone"] button [data-testid="stMarkdownContainer"] > p',
+    "uploader_limit": '[data-testid="stFileUploaderDropzoneInstructions"] > div > span',
+    "uploader_drop": '[data-testid="stFileUploaderDropzone"] > input + div > span',
+}
+
+
+#: The size Streamlit draws them in (its small text, 14 px): the hidden English text's own size is 0.
+_UPLOADER_FONT = "0.875rem"
+
+
+def _css_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", " ") + '"'
+
+
+def uploader_css(language: str, max_upload_mb: int) -> str:
+    """A ``<style>`` that writes the file uploader's words in ``language`` over Streamlit's English ones
+    (which it cannot translate): each English text is hidden and collapsed, its translation drawn in its
+    place (``::after``, so it keeps the element's colour and font). Empty for English."""
+    if language == "en":
+        return ""
+    rules = []
+    for key, selector in _UPLOADER_TEXT.items():
+        text = translate(language, key, mb=max_upload_mb) if key == "uploader_limit" else translate(language, key)
+        rules.append(f"{selector} {{ font-size: 0 !important; visibility: hidden; }}")
+        drawn = f"content: {_css_string(text)}; font-size: {_UPLOADER_FONT}; visibility: visible;"
+        rules.append(f"{selector}::after {{ {drawn} }}")
+    return "<style>\n" + "\n".join(rules) + "\n</style>"
+
+
+def uploader_in_language() -> None:
+    """Streamlit's own uploader words follow the UI language (see :func:`uploader_css`)."""
+    css = uploader_css(lang(), int(st.get_option("server.maxUploadSize")))
+    if css:
+        st.html(css)

@@ -3,12 +3,16 @@ saved to the settings file; and what ``rag doctor`` says about them on this mach
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
 from rag_app.errors import RagError
-from rag_app.ui.common import KEY_SETTINGS, friendly, header, load_settings, service, t
+from rag_app.ui.common import KEY_SETTINGS, friendly, header, load_settings, model_names, service, t
+from rag_app.ui.render import escape_markdown
+
+if TYPE_CHECKING:
+    from rag_app.settings import Settings
 
 KEY_SAVED = "settings_saved"
 
@@ -53,6 +57,27 @@ def _render_doctor(report: dict[str, Any]) -> None:
         st.json(report, expanded=False)
 
 
+def _render_models(svc: Any, conf: Settings) -> None:
+    """The model files answering and embedding now (the file names people find on disk), with their paths."""
+    describe = getattr(svc, "models_in_use", None)
+    try:
+        models = describe() if describe is not None else None
+    except RagError as exc:
+        st.error(friendly(exc))
+        return
+    if models is None:  # through a server: it does not say
+        llm, emb = model_names(svc, conf)
+        rows = [(t("llm_in_use"), llm, None), (t("embedder_in_use"), emb, None)]
+    else:
+        rows = [(t("llm_in_use"), models.llm, models.llm_path),
+                (t("embedder_in_use"), models.embedder, models.embedder_path)]
+    lines = [f"**{t('models_in_use')}**"]
+    for label, name, path in rows:
+        where = "" if not path else f" — `{path}`" if "`" not in path else f" — {escape_markdown(path)}"
+        lines.append(f"- {label}: **{escape_markdown(name)}**{where}")
+    st.markdown("\n".join(lines))
+
+
 def page() -> None:
     from rag_app.llm import backend_names
     from rag_app.settings import builtin_profiles, settings_file
@@ -64,6 +89,7 @@ def page() -> None:
         st.success(t("settings_saved", path=saved))
     conf = load_settings()
     st.caption(t("settings_file", path=settings_file().resolve()))
+    _render_models(svc, conf)
     profiles = [None, *sorted(builtin_profiles())]
     backends = backend_names()
     with st.form("settings_form"):

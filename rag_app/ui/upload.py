@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING, Any
 
 import streamlit as st
 
-from rag_app.errors import RagError
-from rag_app.ui.common import KEY_KB, friendly, header, kb_picker, service, t
+from rag_app.errors import KnowledgeBaseNameError, RagError, as_disk_full
+from rag_app.ui.common import KEY_KB, friendly, header, kb_picker, service, t, uploader_in_language
 from rag_app.ui.render import escape_markdown
 
 if TYPE_CHECKING:
@@ -45,6 +45,17 @@ def progress_state(event: ProgressEvent, lang: str = "en") -> tuple[float, str]:
     return fraction, text
 
 
+def new_kb_name_error(svc: RagService, name: str) -> KnowledgeBaseNameError | None:
+    """Why the name typed for a new knowledge base breaks the one rule (:mod:`rag_app.names`), said under the
+    field before anything is uploaded; ``None`` for a good name, an empty field, or one that exists already."""
+    from rag_app.names import name_problem
+
+    problem = name_problem(name) if name else None
+    if problem is None or name in {info.name for info in svc.knowledge_bases()}:
+        return None
+    return KnowledgeBaseNameError(problem)
+
+
 def format_list(extensions: list[str]) -> str:
     return ", ".join(extensions)
 
@@ -68,6 +79,12 @@ def _run(svc: RagService, kb: str, action: Any) -> None:
     except RagError as exc:
         bar.empty()
         st.error(friendly(exc))
+        return
+    except OSError as exc:  # keeping the uploaded files themselves can meet a full disk
+        if (full := as_disk_full(exc)) is None:
+            raise
+        bar.empty()
+        st.error(friendly(full))
         return
     st.session_state[KEY_REPORT] = report
     st.session_state[KEY_KB] = report.knowledge_base
@@ -113,11 +130,15 @@ def page() -> None:
         st.session_state[KEY_NEW_KB] = ""
     kb = kb_picker(svc, "upload", label=t("upload_target"))
     new_name = st.text_input(t("new_kb"), key=KEY_NEW_KB, placeholder=t("new_kb_placeholder")).strip()
+    bad_name = new_kb_name_error(svc, new_name)
+    if bad_name is not None:
+        st.error(friendly(bad_name))
     target = new_name or kb
     formats = format_list([e for e in svc.supported_extensions() if e != ".zip"])  # a zip is unpacked here
     generation: int = st.session_state.setdefault(KEY_UPLOADER_GEN, 0)
+    uploader_in_language()
     files = st.file_uploader(t("formats", formats=formats), accept_multiple_files=True, key=f"uploader_{generation}")
-    if st.button(t("ingest"), disabled=not files, type="primary"):
+    if st.button(t("ingest"), disabled=not files or bad_name is not None, type="primary"):
         uploads = [(f.name, f.getvalue()) for f in files or []]
         _run(svc, target, lambda cb: svc.ingest_uploads(uploads, knowledge_base=target, progress=cb))
     report = st.session_state.get(KEY_REPORT)
