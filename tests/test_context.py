@@ -299,6 +299,6 @@ def test_token_counter_transformers_reads_only_the_tokenizer(tmp_path: Path) -> 
 
 
 def test_token_counter_llamacpp_matches_the_loaded_model(real_llm: Any) -> None:
-    count = token_counter(LLMSettings())
+    count = token_counter(LLMSettings(packaged_model="smollm2-135m"))
     for text in ("How do I import documents?", "导入文档时运行 rag ingest 命令。", ""):
         assert count(text) == real_llm.count_tokens(text)

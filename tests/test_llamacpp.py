@@ -80,7 +80,7 @@ def test_factory_passes_no_rope_arguments(monkeypatch: pytest.MonkeyPatch, gguf:
         return real(**kwargs)
 
     monkeypatch.setattr(llama_cpp, "Llama", spy)
-    create_llm(LLMSettings(n_ctx=256))
+    create_llm(LLMSettings(packaged_model="smollm2-135m", n_ctx=256))
     assert seen["model_path"] == str(gguf)
     assert not {"rope_freq_base", "rope_freq_scale"} & set(seen)
 
@@ -94,7 +94,7 @@ def test_auto_context_is_capped(monkeypatch: pytest.MonkeyPatch) -> None:
         return real(**{**kwargs, "n_ctx": 256})
 
     monkeypatch.setattr(llama_cpp, "Llama", spy)
-    llm = create_llm(LLMSettings(max_auto_ctx=1024))
+    llm = create_llm(LLMSettings(packaged_model="smollm2-135m", max_auto_ctx=1024))
     assert seen["n_ctx"] == 1024 and llm.context_window == 1024
 
 

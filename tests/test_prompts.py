@@ -46,8 +46,8 @@ PINNED: dict[str, str] = {
         "sources you use as [1], [2].\n\nSources:\n{context}\n\nQuestion: {question}"
     ),
     "qa_zh": (
-        "请根据下面编号的资料回答问题。只使用资料中的信息；如果资料中没有答案，请直接回答“资料中没有找到答案。”，"
-        "不要编造。回答时用 [1]、[2] 这样的编号注明所依据的资料。\n\n资料：\n{context}\n\n问题：{question}"
+        "请根据下面的资料回答问题。只使用资料中的信息；如果资料中没有答案，请直接回答“资料中没有找到答案。”，"
+        "不要编造。\n\n资料：\n{context}\n\n问题：{question}\n请用完整的句子回答。"
     ),
     "condense_en": (
         "Below are a conversation and a follow-up question. Rewrite the follow-up question as a complete, "

@@ -13,6 +13,8 @@ from langchain_core.documents import Document
 from rag_app.chain import build_chain
 from rag_app.prompting import load_prompt, no_answer_text
 from rag_app.support import (
+    Attributor,
+    attribute,
     SUPPORT_THRESHOLD,
     CitationFilter,
     check_support,
@@ -269,6 +271,46 @@ def test_async_stream_is_checked_the_same_way() -> None:
     chunks = asyncio.run(collect())
     assert "".join(c["answer"] for c in chunks if "answer" in c) == "Cats purr [1]."
     assert chunks[-1]["grounding"]["removed_citations"] == [5] and chunks[-1]["grounding"]["cited"] == [1]
+
+
+# --- citations the app adds ---------------------------------------------------------------------
+
+GUIDE = ["借书证押金为 100 元，退证时全额退还。", "每人最多借 5 本图书，借期为 30 天。"]
+
+
+@pytest.mark.parametrize(
+    ("answer", "cited"),
+    [
+        ("借书证押金为 100 元。每人最多可以借 5 本图书。", "借书证押金为 100 元 [1]。每人最多可以借 5 本图书 [2]。"),
+        ("借书证押金为 100 元[2]。", "借书证押金为 100 元[2]。"),  # the model's own citation stays
+        ("押金 100 元。[1] 借期 30 天。", "押金 100 元。[1] 借期 30 天 [2]。"),  # cited after the mark
+        ("借期是 30 天", "借期是 30 天 [2]"),  # no end mark
+        ("资料中没有找到答案。", "资料中没有找到答案。"),  # a refusal cites nothing
+        ("火星的直径是 6779 公里。", "火星的直径是 6779 公里。"),  # in no source
+        ("The fee is 0.1 yuan per day.", "The fee is 0.1 yuan per day."),
+    ],
+)
+def test_attribute_cites_each_sentence_from_its_source(answer: str, cited: str) -> None:
+    assert attribute(answer, GUIDE) == cited
+
+
+@pytest.mark.parametrize("size", [1, 2, 5])
+def test_attributor_on_pieces_matches_whole_text(size: int) -> None:
+    answer = "借书证押金为 100 元。每人最多可以借 5 本图书。[2] Cats purr. The rate is 0.1."
+    attributor = Attributor(GUIDE + ["Cats purr when they are happy."])
+    pieces = [attributor.feed(answer[i : i + size]) for i in range(0, len(answer), size)]
+    assert "".join(pieces) + attributor.flush() == attribute(answer, GUIDE + ["Cats purr when they are happy."])
+
+
+def test_chain_cites_for_a_model_that_does_not() -> None:
+    chain, _ = chain_for("Cats purr when they are happy.")
+    out = chain.invoke("Do cats purr?")
+    assert out["answer"] == "Cats purr when they are happy [1]."
+    assert out["grounding"]["cited"] == [1] and out["grounding"]["supported"]
+    streamed_answer = "".join(c.get("answer", "") for c in streamed(chain, "Do cats purr?"))
+    assert streamed_answer == out["answer"]
+    plain = chain_for("Cats purr when they are happy.", attribute_citations=False)[0].invoke("Do cats purr?")
+    assert plain["answer"] == "Cats purr when they are happy."
 
 
 # --- the CLI -------------------------------------------------------------------------------------
