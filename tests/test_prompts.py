@@ -41,9 +41,9 @@ PINNED: dict[str, str] = {
     "system_default": SYSTEM_DEFAULT,
     "system_long": SYSTEM_DEFAULT + "请你提供专业、有逻辑、内容真实、有价值的详细回复。",
     "qa_en": (
-        "Answer the question using only the numbered sources below. If the sources do not contain the "
-        'answer, reply "The documents do not contain the answer." and do not make one up. Cite the '
-        "sources you use as [1], [2].\n\nSources:\n{context}\n\nQuestion: {question}"
+        "Answer the question using only the sources below. If the sources do not contain the answer, reply "
+        '"The documents do not contain the answer." and do not make one up.\n\nSources:\n{context}\n\n'
+        "Question: {question}\nAnswer in one complete sentence."
     ),
     "qa_zh": (
         "请根据下面的资料回答问题。只使用资料中的信息；如果资料中没有答案，请直接回答“资料中没有找到答案。”，"
