@@ -78,9 +78,11 @@ def main() -> None:
                 for _ in range(args.runs + 1):
                     context = browser.new_context(locale="en-US")
                     page = context.new_page()
+                    start = time.perf_counter()
                     loads.append(open_app(page, url, "Chat", TIMEOUT_MS))
                     # Ready: the status line says the models are loaded (the cold run waits for it here).
                     page.get_by_text("Ready —").first.wait_for(timeout=TIMEOUT_MS)
+                    loads[-1]["ready_ms"] = round((time.perf_counter() - start) * 1000)  # from the request
                 result["page_cold"] = loads[0]
                 result["page_warm"] = {k: statistics.median(x[k] for x in loads[1:]) for k in loads[0]}
                 firsts = []

@@ -41,6 +41,7 @@ from rag_app.prompting import (
     combine_instruction,
     condense_instruction,
     no_answer_text,
+    qa_head,
     qa_instruction,
     refine_instruction,
     source_label,
@@ -126,7 +127,11 @@ def normalize_history(history: Any) -> list[Turn]:
 
 
 class PromptBuilder:
-    """Fits instruction + history + retrieved chunks + answer room into the model's context window."""
+    """Fits instruction + retrieved chunks + history + answer room into the model's context window.
+
+    The QA prompt is ordered system → sources → earlier turns → question (:func:`qa_instruction`): the part
+    that stays the same across a conversation over the same passages comes first, so llama.cpp can keep its
+    KV cache for it (and :mod:`rag_app.llm.state_cache` can store it)."""
 
     def __init__(self, llm: TokenAwareLLM, chat_format: ChatFormat) -> None:
         self.llm = llm
@@ -149,7 +154,7 @@ class PromptBuilder:
         """The QA prompt, with the lowest-ranked chunks (then the oldest turns) dropped until it fits."""
         docs, history = list(docs), list(history)
         while True:
-            prompt = self.format.render(qa_instruction(question, docs), history)
+            prompt = self.format.render(qa_instruction(question, docs, history=history))
             if self.fits(prompt):
                 return prompt, docs, history
             if len(docs) > 1:
@@ -165,9 +170,16 @@ class PromptBuilder:
                     f"> n_ctx {self.llm.context_window})"
                 )
 
+    def stable_prefix(self, prompt: str, question: str, docs: Sequence[Document]) -> str | None:
+        """The head of a QA prompt up to the end of its sources (system prompt included), which a follow-up
+        over the same sources repeats byte for byte; ``None`` if the format does not keep it intact."""
+        head = qa_head(question, docs)
+        at = prompt.find(head)
+        return prompt[: at + len(head)] if at >= 0 else None
+
     def all_fit(self, question: str, docs: Sequence[Document], history: Sequence[Turn]) -> bool:
         """Whether one QA prompt holds every chunk and the whole history (``chain_type = auto``)."""
-        return self.fits(self.format.render(qa_instruction(question, docs), history))
+        return self.fits(self.format.render(qa_instruction(question, docs, history=history)))
 
     def groups(self, question: str, docs: Sequence[Document]) -> list[list[Document]]:
         """Consecutive groups of chunks, in rank order, each fitting one refine step (a prompt that also holds
@@ -288,7 +300,7 @@ def build_chain(
         hits = (scoped_retriever if scope else retriever).invoke(question, config=config)
         if assembler is None:
             return in_scope(hits, scope)[:k] if scope else hits
-        empty = chat_format.render(qa_instruction(question, []), state["chat_history"])
+        empty = chat_format.render(qa_instruction(question, [], history=state["chat_history"]))
         room = builder.budget - llm.count_tokens(empty) - 1
         passages = assembler.assemble(hits, scope=scope, budget=max(0, room))
         if not passages and in_scope(hits, scope):  # no room at all: let the builder say so
@@ -318,7 +330,10 @@ def build_chain(
             kind = "stuff" if builder.all_fit(question, docs, history) else "refine"
         if kind == "stuff":
             prompt, docs, history = builder.qa_prompt(question, docs, history)
-            return {**state, "prompt": prompt, "context": docs, "chat_history": history, "groups": None}
+            prefix = builder.stable_prefix(prompt, question, docs)
+            return {
+                **state, "prompt": prompt, "prefix": prefix, "context": docs, "chat_history": history, "groups": None
+            }
         groups = builder.groups(question, docs)
         if not groups:  # not even one chunk fits beside an answer: stuff what it can (or say it cannot)
             prompt, docs, history = builder.qa_prompt(question, docs, history)
@@ -363,6 +378,9 @@ def build_chain(
             if final is None:
                 return finished
             return RunnableLambda(lambda s: final) | generate
+        if state.get("prefix") and getattr(llm, "caches_prefixes", False):
+            keeping = llm.bind(stop=chat_format.stop or None, cache_prefix=state["prefix"])  # type: ignore[attr-defined]
+            return RunnableLambda(lambda s: s["prompt"]) | keeping | StrOutputParser()
         return RunnableLambda(lambda s: s["prompt"]) | generate
 
     chain = (

@@ -199,17 +199,28 @@ def _ask_once(chain: Any, question: str, history: list[tuple[str, str]], hide_so
 @click.argument("question", required=False)
 @click.option("--kb", "knowledge_base", help="Knowledge base to ask (default: 'default').")
 @click.option("--hide-source", is_flag=True, help="Print the answer only, not its sources.")
+@click.option(
+    "--local", is_flag=True,
+    help="Load the models here even when a `rag serve` runs on this data dir [use_running_server].",
+)
 @click.pass_context
 @friendly_errors
-def ask(ctx: click.Context, question: str | None, knowledge_base: str | None, hide_source: bool) -> None:
-    """Answer QUESTION from the documents; without QUESTION, start an interactive session."""
+def ask(
+    ctx: click.Context, question: str | None, knowledge_base: str | None, hide_source: bool, local: bool
+) -> None:
+    """Answer QUESTION from the documents; without QUESTION, start an interactive session.
+
+    A `rag serve` running on the same data dir answers instead (its models are already loaded), unless --local."""
     service = _service(ctx)
+    if not local and service.settings.use_running_server and not service.settings.server_url:
+        service = _running_server(service)
     service.check_answerable(knowledge_base)
     chain = service.chain(knowledge_base)
     if question is not None:
         if not question.strip():
             raise click.BadParameter("the question is empty", param_hint="QUESTION")
         _ask_once(chain, question, [], hide_source)
+        ctx.call_on_close(_end_process_now)
         return
     click.echo("Ask a question (empty line or Ctrl-D to quit).", err=True)
     history: list[tuple[str, str]] = []
@@ -222,6 +233,21 @@ def ask(ctx: click.Context, question: str | None, knowledge_base: str | None, hi
             break
         answer = _ask_once(chain, line.strip(), history, hide_source)
         history.append((line.strip(), answer))
+
+
+def _running_server(service: Any) -> Any:
+    """The warm ``rag serve`` announced in the data dir, said so on stderr; else ``service`` (why not, too,
+    when a server was announced but cannot be used)."""
+    from rag_app.discovery import connect
+
+    found = connect(service.settings)
+    if found.note:
+        click.echo(f"note: {found.note}", err=True)
+    if found.service is None:
+        return service
+    state = "already loaded" if found.ready else "still loading its models"
+    click.echo(f"using the server at {found.info.url} ({state}; --local to load the models here)", err=True)
+    return found.service
 
 
 @cli.group()
@@ -579,13 +605,31 @@ def serve(ctx: click.Context, host: str | None, port: int | None, api_keys: tupl
         from rag_app.errors import MissingDependencyError
 
         raise MissingDependencyError("`rag serve` needs uvicorn: pip install 'rag-app[server]'") from None
-    app = create_app(RagService(settings), settings)
+    app = create_app(RagService(settings), settings, announce=True)  # data_dir/server.json for `rag ask`
     conf = settings.server
     click.echo(f"Serving on http://{conf.host}:{conf.port} (OpenAI API under /v1; Ctrl-C stops)", err=True)
     uvicorn.run(app, host=conf.host, port=conf.port, log_level="warning", timeout_graceful_shutdown=5)
 
 
+class _Process:
+    """What only the real ``rag`` process may do (never click's test runner, which runs commands in-process)."""
+
+    exit_at_once = False
+
+
+def _end_process_now() -> None:
+    """Called as a read-only command's context closes. With a model loaded, the interpreter's teardown
+    (llama.cpp's context, torch, Chroma's clients) takes ~1.7 s after the last line; nothing is left to write by
+    then (every store commits before a command returns), so the process ends here instead (issue 20)."""
+    if _Process.exit_at_once:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
+
+
 def main() -> None:
+    _Process.exit_at_once = True
     cli(prog_name="rag")
 
 

@@ -173,9 +173,31 @@ def format_context(docs: Sequence[Document], start: int = 1) -> str:
     return "\n\n".join(f"[{i}] ({_where(d)})\n{d.page_content}" for i, d in enumerate(docs, start))
 
 
-def qa_instruction(question: str, docs: Sequence[Document], start: int = 1) -> str:
+def history_block(question: str, history: Sequence[Turn]) -> str:
+    """Earlier turns as text between the sources and the question (empty without any): the sources then come
+    right after the system prompt, so a follow-up over the same passages shares the whole
+    system-and-sources prefix with the first question and llama.cpp evaluates only what follows."""
+    if not history:
+        return ""
     lang = question_language(question)
-    return load_prompt(f"qa_{lang}").format(context=format_context(docs, start), question=question)
+    head, user, assistant = ("此前的对话：", "用户", "助手") if lang == "zh" else ("Conversation so far:", "User", "Assistant")
+    lines = "\n".join(f"{user}: {u}\n{assistant}: {a}" for u, a in history)
+    return f"{head}\n{lines}\n\n"
+
+
+def qa_instruction(question: str, docs: Sequence[Document], start: int = 1, history: Sequence[Turn] = ()) -> str:
+    """Instruction, sources, earlier turns, question — in that order (byte-stable for the same sources)."""
+    lang = question_language(question)
+    return load_prompt(f"qa_{lang}").format(
+        context=format_context(docs, start), history=history_block(question, history), question=question
+    )
+
+
+def qa_head(question: str, docs: Sequence[Document], start: int = 1) -> str:
+    """The part of :func:`qa_instruction` before the earlier turns and the question: the same for every
+    question over the same sources (what a KV cache of the prompt's prefix can be keyed on)."""
+    template = load_prompt(f"qa_{question_language(question)}")
+    return template.split("{history}", 1)[0].format(context=format_context(docs, start))
 
 
 def refine_instruction(question: str, answer: str, docs: Sequence[Document], start: int) -> str:

@@ -120,6 +120,8 @@ class LLMSettings(BaseModel):
     #: times): small models loop, and the rest of max_new_tokens would be spent on the loop.
     stop_loops: bool = True
     seed: int = 42
+    #: Threads for llama.cpp, generation and prompt alike. ``None``: planned before each request — one fewer
+    #: than the cores for generation, the cores no other program is using for the prompt (rag_app/llm/threads.py).
     n_threads: int | None = None
     n_gpu_layers: int = 0
     #: llama.cpp KV cache element type. ``q8_0`` halves the cache of a long window at a tiny quality cost.
@@ -159,6 +161,12 @@ class LLMSettings(BaseModel):
     #: the model in one pass. 0: off — the default, as it did not pay with the shipped SmolLM2 on this CPU
     #: (docs/benchmarks.md, issue 12); n > 0: up to n draft tokens (llama.cpp and transformers).
     prompt_lookup: int = Field(default=0, ge=0)
+    #: llama.cpp: MB of disk for KV states of long prompt prefixes (system prompt + sources), under
+    #: ``cache_dir``/kv-state, least recently used dropped first; the next question over the same documents
+    #: restores one instead of re-reading them (issue 20, docs/benchmarks.md). 0: off.
+    state_cache_mb: int = Field(default=1024, ge=0)
+    #: Prefixes shorter than this many tokens are not stored (llama.cpp re-reads them fast enough).
+    state_cache_min_tokens: int = Field(default=512, ge=1)
     #: transformers backend: a small model of the same tokenizer as draft (assisted generation), e.g.
     #: Chinese-Alpaca-2-1.3B for the 7B/13B models. ``None``: none.
     draft_model_path: Path | None = None
@@ -345,6 +353,9 @@ class Settings(BaseSettings):
     server_url: str | None = None
     #: The Bearer key sent to ``server_url`` when that server requires one.
     server_api_key: str | None = None
+    #: ``rag ask`` answers through a ``rag serve`` running on the same ``data_dir`` when there is one (its
+    #: models are warm); ``False`` (or ``rag ask --local``): always load the models in the process.
+    use_running_server: bool = True
 
     @classmethod
     def settings_customise_sources(

@@ -173,7 +173,8 @@ def test_condense_step_calls_the_llm_first(kb_settings: Settings, embeddings: Em
     assert "User: Do cats purr?\nAssistant: Yes [1]." in condense
     # the QA prompt asks the standalone question and carries the earlier turn
     assert "Question: Do dogs purr?\nAnswer in one complete sentence. [/INST]" in qa
-    assert "Do cats purr? [/INST] Yes [1].</s><s>[INST] " in qa
+    assert "Conversation so far:\nUser: Do cats purr?\nAssistant: Yes [1].\n\nQuestion: Do dogs purr?" in qa
+    assert qa.index("Sources:\n[1] (") < qa.index("Conversation so far:")  # sources before history
 
 
 def test_condense_keeps_only_the_first_line(kb_settings: Settings, embeddings: Embeddings) -> None:

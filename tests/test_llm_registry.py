@@ -125,7 +125,10 @@ def test_llama_kwargs_without_rope_by_default(tmp_path: Path) -> None:
     assert kwargs["n_gpu_layers"] == 0
     assert kwargs["seed"] == 42
     assert kwargs["verbose"] is False
-    assert "n_threads" not in kwargs
+    from rag_app.llm.threads import plan_threads
+
+    planned = plan_threads()  # no fixed count: the cores free now (re-planned before each request)
+    assert (kwargs["n_threads"], kwargs["n_threads_batch"]) == (planned.generate, planned.prompt)
 
 
 def test_llama_kwargs_with_rope_and_threads(tmp_path: Path) -> None:
@@ -133,7 +136,7 @@ def test_llama_kwargs_with_rope_and_threads(tmp_path: Path) -> None:
     kwargs = llama_kwargs(settings, tmp_path / "m.gguf", 16384)
     assert kwargs["rope_freq_base"] == 26000.0
     assert kwargs["rope_freq_scale"] == 0.25
-    assert kwargs["n_threads"] == 3
+    assert kwargs["n_threads"] == kwargs["n_threads_batch"] == 3
     assert kwargs["n_gpu_layers"] == -1
     assert kwargs["n_ctx"] == 16384
 

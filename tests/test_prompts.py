@@ -43,11 +43,11 @@ PINNED: dict[str, str] = {
     "qa_en": (
         "Answer the question using only the sources below. If the sources do not contain the answer, reply "
         '"The documents do not contain the answer." and do not make one up.\n\nSources:\n{context}\n\n'
-        "Question: {question}\nAnswer in one complete sentence."
+        "{history}Question: {question}\nAnswer in one complete sentence."
     ),
     "qa_zh": (
         "请根据下面的资料回答问题。只使用资料中的信息；如果资料中没有答案，请直接回答“资料中没有找到答案。”，"
-        "不要编造。\n\n资料：\n{context}\n\n问题：{question}\n请用完整的句子回答。"
+        "不要编造。\n\n资料：\n{context}\n\n{history}问题：{question}\n请用完整的句子回答。"
     ),
     "condense_en": (
         "Below are a conversation and a follow-up question. Rewrite the follow-up question as a complete, "
@@ -323,9 +323,9 @@ def test_source_label_and_context() -> None:
 
 def test_qa_instruction_language() -> None:
     en = qa_instruction("Do cats purr?", docs())
-    assert en == PINNED["qa_en"].format(context=format_context(docs()), question="Do cats purr?")
+    assert en == PINNED["qa_en"].format(context=format_context(docs()), history="", question="Do cats purr?")
     zh = qa_instruction("猫会发出呼噜声吗？", docs())
-    assert zh == PINNED["qa_zh"].format(context=format_context(docs()), question="猫会发出呼噜声吗？")
+    assert zh == PINNED["qa_zh"].format(context=format_context(docs()), history="", question="猫会发出呼噜声吗？")
 
 
 def test_condense_instruction_language() -> None:

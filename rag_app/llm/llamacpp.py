@@ -20,6 +20,7 @@ from pydantic import PrivateAttr
 from rag_app.catalog import get_model
 from rag_app.errors import MissingDependencyError, ModelLoadError, ModelNotFoundError
 from rag_app.llm.base import LocalLLM, at_least_one, stop_loops
+from rag_app.llm.threads import plan_threads
 from rag_app.llm.gguf import GGUFError
 from rag_app.llm.modelinfo import from_gguf, with_catalog
 from rag_app.llm.plan import LoadPlan, Machine, machine, plan_for
@@ -59,6 +60,14 @@ class LlamaCppLLM(LocalLLM):
     client: Any
     #: Whether llama.cpp puts BOS before every prompt itself (the GGUF's ``tokenizer.ggml.add_bos_token``).
     adds_bos: bool = True
+    #: KV states of long prompt prefixes on disk (:mod:`rag_app.llm.state_cache`); ``None``: off.
+    state_cache: Any = None
+    #: ``llm.n_threads``: fixed threads for everything; ``None``: planned before each request from the cores
+    #: free at that moment (:mod:`rag_app.llm.threads`).
+    n_threads: int | None = None
+    #: The chain passes ``cache_prefix=`` (the prompt's stable head: system prompt and sources) to backends
+    #: that keep prefixes.
+    caches_prefixes: bool = True
     _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
 
     @property
@@ -87,6 +96,13 @@ class LlamaCppLLM(LocalLLM):
         **kwargs: Any,
     ) -> Iterator[GenerationChunk]:
         with self._lock:
+            threads = plan_threads(fixed=self.n_threads)
+            context = getattr(self.client, "_ctx", None)  # llama-cpp-python's context (a stand-in may have none)
+            if context is not None:
+                context.set_n_threads(threads.generate, threads.prompt)
+            prefix = kwargs.get("cache_prefix")
+            if self.state_cache is not None and prefix and prompt.startswith(prefix):
+                self._restore_prefix(prompt, prefix)
             parts = self.client.create_completion(
                 prompt=self._prepare(prompt),
                 max_tokens=kwargs.get("max_new_tokens", self.max_new_tokens),
@@ -98,6 +114,25 @@ class LlamaCppLLM(LocalLLM):
                 stream=True,
             )
             yield from at_least_one(stop_loops(self._chunks(parts, run_manager), self.stop_loops))
+
+    def _tokens(self, text: str) -> list[int]:
+        """The tokens ``create_completion`` evaluates for ``text`` (BOS where the model adds one)."""
+        bos = [self.client.token_bos()] if self.adds_bos else []
+        return bos + self.client.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def prefix_tokens(self, prompt: str, prefix: str) -> tuple[list[int], int]:
+        """The prompt's tokens and how many of them are the prefix's (where the text after the prefix merges
+        with its last token, one fewer)."""
+        from rag_app.llm.state_cache import _common
+
+        tokens = self._tokens(self._prepare(prompt))
+        return tokens, _common(tokens, self._tokens(self._prepare(prefix)))
+
+    def _restore_prefix(self, prompt: str, prefix: str) -> None:
+        """Load (or evaluate and store) the KV state of the prompt's stable head before the completion."""
+        tokens, n = self.prefix_tokens(prompt, prefix)
+        if n < len(tokens):  # leave at least one token for create_completion to evaluate
+            self.state_cache.prepare(self.client, tokens, n)
 
     @staticmethod
     def _chunks(parts: Iterator[Any], run_manager: CallbackManagerForLLMRun | None) -> Iterator[GenerationChunk]:
@@ -132,8 +167,8 @@ def llama_kwargs(
     }
     if settings.kv_cache_type != "f16":
         kwargs["type_k"] = kwargs["type_v"] = _GGML_KV_TYPES[settings.kv_cache_type]
-    if settings.n_threads:
-        kwargs["n_threads"] = settings.n_threads
+    threads = plan_threads(fixed=settings.n_threads)  # re-planned before each request (LlamaCppLLM.n_threads)
+    kwargs["n_threads"], kwargs["n_threads_batch"] = threads.generate, threads.prompt
     base = settings.rope_freq_base if settings.rope_freq_base is not None else rope_freq_base
     if base is not None:
         kwargs["rope_freq_base"] = base
@@ -194,8 +229,22 @@ def create(settings: LLMSettings) -> LlamaCppLLM:
             return ""
         return bytes(client.detokenize([token_id], special=True)).decode("utf-8", errors="ignore")
 
+    state_cache = None
+    if settings.state_cache_mb > 0:
+        from rag_app.llm.state_cache import KVStateCache, model_identity
+        from rag_app.packaged import default_cache_dir
+
+        kwargs = llama_kwargs(settings, path, n_ctx, rope_freq_base=load.window.rope_freq_base)
+        state_cache = KVStateCache(
+            directory=Path(settings.cache_dir or default_cache_dir()).expanduser() / "kv-state",
+            max_bytes=settings.state_cache_mb << 20,
+            identity=model_identity(path, n_ctx, kwargs),
+            min_tokens=settings.state_cache_min_tokens,
+        )
     return LlamaCppLLM(
         client=client,
+        state_cache=state_cache,
+        n_threads=settings.n_threads,
         context_window=n_ctx,
         max_new_tokens=settings.max_new_tokens,
         temperature=settings.temperature,

@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from rag_app.settings import Settings
 
 
-def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> FastAPI:
+def create_app(service: Any, settings: Settings, *, warm_up: bool = True, announce: bool = False) -> FastAPI:
     """The FastAPI app serving ``service`` (see :mod:`rag_app.server.app`)."""
     try:
         from rag_app.server.app import create_app as build
@@ -23,7 +23,7 @@ def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> Fas
         raise MissingDependencyError(
             f"`rag serve` needs FastAPI and uvicorn ({exc.name} is missing): pip install 'rag-app[server]'"
         ) from exc
-    return build(service, settings, warm_up=warm_up)
+    return build(service, settings, warm_up=warm_up, announce=announce)
 
 
 __all__ = ["create_app"]

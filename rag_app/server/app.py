@@ -182,9 +182,12 @@ class _State:
             logger.exception("models could not be loaded")
 
 
-def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> FastAPI:
+def create_app(service: Any, settings: Settings, *, warm_up: bool = True, announce: bool = False) -> FastAPI:
     """The FastAPI app serving ``service``. ``warm_up``: load the models in the background at start
-    (``/readyz`` says when they are loaded)."""
+    (``/readyz`` says when they are loaded). ``announce``: say in ``data_dir/server.json`` while it runs that
+    it serves ``settings.server``'s address (``rag serve``: ``rag ask`` on that data dir then asks it)."""
+    from rag_app.discovery import announced
+
     state = _State(service, settings)
 
     @contextlib.asynccontextmanager
@@ -192,7 +195,8 @@ def create_app(service: Any, settings: Settings, *, warm_up: bool = True) -> Fas
         if warm_up:
             threading.Thread(target=state.warm_up, name="rag-warm-up", daemon=True).start()
         await asyncio.to_thread(state.jobs.recover, service)  # what a killed server left (issue 18)
-        yield
+        with announced(settings) if announce else contextlib.nullcontext():  # removed at shutdown
+            yield
         state.workers.shutdown(wait=False, cancel_futures=True)
         state.jobs.shutdown()
 
